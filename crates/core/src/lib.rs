@@ -7,6 +7,7 @@ mod address;
 mod channel;
 mod event;
 mod policy;
+mod role;
 mod state;
 mod topic;
 
@@ -20,6 +21,7 @@ pub use policy::{
     Allowance, CHARITY_SOFT_OPT_IN_START, Decision, Message, MessageClass, PolicySettings,
     PurchaseAfterOptOut, Reason, Refusal, Rule, check_append, decide,
 };
+pub use role::Role;
 pub use state::{Cause, ConsentState, EventRef, Fact, Say, SubscriberKind};
 pub use topic::{ServiceType, Topic, TopicId, TopicKey, TopicKeyError, Wording};
 

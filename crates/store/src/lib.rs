@@ -1,0 +1,318 @@
+//! veto-store: the ledger, consent state, suppressions and receipts, on
+//! SQLite (default, embedded) or PostgreSQL (several veto nodes).
+//!
+//! The query code is written once, in `queries.rs`, and compiled for each
+//! backend by [`backend!`]; `Store` is the one place that dispatches.
+
+mod chain;
+mod model;
+
+pub use chain::{PARTITIONS, VerifyProblem, VerifyReport};
+pub use model::*;
+
+use std::path::Path;
+use std::time::Duration;
+
+use veto_core::{
+    ConsentState, ContactId, EmailAddress, EventId, JurisdictionSet, Refusal, Role, Timestamp,
+    Topic, TopicKey, Wording, WordingId,
+};
+
+/// The schema version this build writes. A store with a newer one is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store could not be reached or answered with an error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(
+        "the store's schema is version {found}, but this veto understands up to {supported}; upgrade veto"
+    )]
+    NewerSchema { found: i64, supported: i64 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the data in the store is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+macro_rules! backend {
+    ($name:ident, $db:ty, $pg:expr) => {
+        pub(crate) mod $name {
+            #![allow(clippy::too_many_arguments)]
+            use super::*;
+            pub(crate) type Db = $db;
+            pub(crate) const IS_PG: bool = $pg;
+            include!("queries.rs");
+        }
+    };
+}
+backend!(sqlite, sqlx::Sqlite, false);
+backend!(postgres, sqlx::Postgres, true);
+
+/// Where veto keeps its data.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(sqlite::Backend),
+    Postgres(postgres::Backend),
+}
+
+/// Calls the same function on whichever backend this store is.
+macro_rules! dispatch {
+    ($self:expr, $f:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(b) => sqlite::$f(b $(, $arg)*).await,
+            Store::Postgres(b) => postgres::$f(b $(, $arg)*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite store at `path`: WAL, and every
+    /// commit synced to disk before it returns (`synchronous = FULL`).
+    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+        use sqlx::sqlite::{
+            SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Invalid(format!(
+                    "cannot create the data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true)
+            .pragma("cache_size", "-65536");
+        // One writer connection: writes queue in the pool instead of
+        // spinning on SQLite's busy lock; readers run beside it (WAL).
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(false))
+            .await?;
+        let store = Store::Sqlite(sqlite::Backend::new(write, read));
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to PostgreSQL. With `schema`, veto's tables live in that
+    /// schema (created if missing), so several installations or test runs
+    /// can share one database.
+    pub async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Store> {
+        use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+        let mut opts: PgConnectOptions = url.parse().map_err(|e| {
+            StoreError::Invalid(format!("[store] url is not a PostgreSQL URL: {e}"))
+        })?;
+        if let Some(schema) = schema {
+            if !schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(StoreError::Invalid(format!(
+                    "schema name {schema:?} may hold only a-z, 0-9 and _"
+                )));
+            }
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts.clone())
+                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&admin)
+            .await?;
+            admin.close().await;
+            opts = opts.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        let store = Store::Postgres(postgres::Backend::new(pool.clone(), pool));
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the store a `[store] url` names: empty means SQLite at `sqlite_path`.
+    pub async fn open(url: &str, sqlite_path: &Path) -> Result<Store> {
+        if url.is_empty() {
+            Store::open_sqlite(sqlite_path).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Store::open_postgres(url, None).await
+        } else {
+            Err(StoreError::Invalid(
+                "[store] url must be empty (SQLite in the data directory) or a postgres:// URL"
+                    .into(),
+            ))
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, close())
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        dispatch!(self, migrate())
+    }
+
+    /// Appends events in one transaction, contact by contact, in order.
+    /// Each item is either recorded (its contact created or updated, its
+    /// event chained and folded into the state) or refused with the reason;
+    /// a refused item writes nothing. With `dry_run`, nothing is committed.
+    pub async fn append(&self, items: Vec<Append>, dry_run: bool) -> Result<Vec<AppendOutcome>> {
+        dispatch!(self, append(items, dry_run))
+    }
+
+    /// The consent state of an address: its contact's facts, the
+    /// suppression list, and recent sends for frequency limits.
+    /// `now` bounds the recent sends counted for frequency limits.
+    pub async fn load_state(
+        &self,
+        email: &EmailAddress,
+        now: Timestamp,
+    ) -> Result<(Option<ContactId>, ConsentState)> {
+        dispatch!(self, load_state(email, now))
+    }
+
+    /// Creates or updates a contact without a consent event. An address on
+    /// the erasure suppression list is refused: only the person can bring it back.
+    pub async fn upsert_contact(
+        &self,
+        contact: ContactInput,
+    ) -> Result<Result<ContactId, Refusal>> {
+        dispatch!(self, upsert_contact(contact))
+    }
+
+    /// Rebuilds a contact's state from its ledger events alone.
+    pub async fn rebuild_state(&self, contact: ContactId) -> Result<ConsentState> {
+        dispatch!(self, rebuild_state(contact))
+    }
+
+    pub async fn find_contact(&self, email: &EmailAddress) -> Result<Option<Contact>> {
+        dispatch!(self, find_contact(email))
+    }
+
+    /// The contact's ledger events with their evidence, oldest first.
+    pub async fn events_of(&self, contact: ContactId) -> Result<Vec<StoredEvent>> {
+        dispatch!(self, events_of(contact))
+    }
+
+    pub async fn event(&self, id: EventId) -> Result<Option<StoredEvent>> {
+        dispatch!(self, event(id))
+    }
+
+    /// Erases a person: their personal data goes, a keyed-hash suppression
+    /// entry and the (non-personal) ledger stay. Returns the erasure event.
+    pub async fn erase(&self, email: &EmailAddress, actor: &str, at: Timestamp) -> Result<EventId> {
+        dispatch!(self, erase(email, actor, at))
+    }
+
+    pub async fn is_suppressed(&self, email: &EmailAddress) -> Result<Option<Timestamp>> {
+        dispatch!(self, is_suppressed(email))
+    }
+
+    pub async fn add_topic(&self, topic: NewTopic) -> Result<Topic> {
+        dispatch!(self, add_topic(topic))
+    }
+
+    pub async fn topics(&self) -> Result<Vec<Topic>> {
+        dispatch!(self, topics())
+    }
+
+    pub async fn topic(&self, key: &TopicKey) -> Result<Option<Topic>> {
+        dispatch!(self, topic(key))
+    }
+
+    /// Stores a wording; the same text again gives the same id.
+    pub async fn add_wording(&self, text: &str) -> Result<Wording> {
+        dispatch!(self, add_wording(text))
+    }
+
+    pub async fn wording(&self, id: WordingId) -> Result<Option<Wording>> {
+        dispatch!(self, wording(id))
+    }
+
+    pub async fn wording_ids(&self) -> Result<Vec<i64>> {
+        dispatch!(self, wording_ids())
+    }
+
+    /// Creates an API key; the plain key is returned once and only its hash kept.
+    pub async fn create_api_key(
+        &self,
+        role: Role,
+        default_topic: Option<&TopicKey>,
+    ) -> Result<NewApiKey> {
+        dispatch!(self, create_api_key(role, default_topic))
+    }
+
+    pub async fn api_key(&self, plain: &str) -> Result<Option<ApiKey>> {
+        dispatch!(self, api_key(plain))
+    }
+
+    /// The token keys, newest first (created on first use).
+    pub async fn token_keys(&self) -> Result<Vec<(u8, [u8; 32])>> {
+        dispatch!(self, token_keys())
+    }
+
+    /// Adds a new token key that signs from now on; old ones still verify.
+    pub async fn rotate_token_key(&self) -> Result<u8> {
+        dispatch!(self, rotate_token_key())
+    }
+
+    pub async fn record_receipts(&self, receipts: Vec<NewReceipt>) -> Result<()> {
+        dispatch!(self, record_receipts(receipts))
+    }
+
+    pub async fn receipts_for_message(&self, message_id: &str) -> Result<Vec<Receipt>> {
+        dispatch!(self, receipts_for_message(message_id))
+    }
+
+    pub async fn receipts_for_contact(&self, contact: ContactId) -> Result<Vec<Receipt>> {
+        dispatch!(self, receipts_for_contact(contact))
+    }
+
+    /// Recomputes every chain partition and compares it with its stored head.
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        dispatch!(self, verify())
+    }
+
+    pub async fn count_events(&self) -> Result<i64> {
+        dispatch!(self, count_events())
+    }
+
+    pub async fn count_contacts(&self) -> Result<i64> {
+        dispatch!(self, count_contacts())
+    }
+}
+
+/// Jurisdictions as stored: `UK|EU`, empty for the defaults.
+pub(crate) fn parse_jurisdictions(s: &str) -> JurisdictionSet {
+    // Written by veto itself; an unreadable value falls back to the
+    // defaults, which are the strict UK and EU packs.
+    JurisdictionSet::parse_list(s).unwrap_or_default()
+}
+
+pub(crate) fn refusal_text(r: &Refusal) -> String {
+    format!("{} ({})", r.reason, r.rule.id())
+}
