@@ -184,6 +184,16 @@ impl Store {
         dispatch!(self, append(items, dry_run))
     }
 
+    /// Opens a write transaction for several appends: they see each other,
+    /// and commit or roll back together. Holds the SQLite write lock until
+    /// it ends.
+    pub async fn batch(&self) -> Result<Batch> {
+        Ok(match self {
+            Store::Sqlite(b) => Batch::Sqlite(sqlite::batch(b).await?),
+            Store::Postgres(b) => Batch::Postgres(postgres::batch(b).await?),
+        })
+    }
+
     /// The consent state of an address: its contact's facts, the
     /// suppression list, and recent sends for frequency limits.
     /// `now` bounds the recent sends counted for frequency limits.
@@ -303,6 +313,35 @@ impl Store {
 
     pub async fn count_contacts(&self) -> Result<i64> {
         dispatch!(self, count_contacts())
+    }
+}
+
+/// Appends that commit or roll back together (see [`Store::batch`]).
+pub enum Batch {
+    Sqlite(sqlite::BatchTx),
+    Postgres(postgres::BatchTx),
+}
+
+impl Batch {
+    pub async fn append(&mut self, items: Vec<Append>) -> Result<Vec<AppendOutcome>> {
+        match self {
+            Batch::Sqlite(t) => t.append(items).await,
+            Batch::Postgres(t) => t.append(items).await,
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Batch::Sqlite(t) => t.commit().await,
+            Batch::Postgres(t) => t.commit().await,
+        }
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        match self {
+            Batch::Sqlite(t) => t.rollback().await,
+            Batch::Postgres(t) => t.rollback().await,
+        }
     }
 }
 

@@ -475,14 +475,38 @@ struct PdRow {
 }
 
 pub(crate) async fn append(b: &Backend, items: Vec<Append>, dry_run: bool) -> Result<Vec<AppendOutcome>> {
-    let mut tx = begin(b).await?;
-    let out = append_in(b, &mut tx, items).await?;
+    let mut batch = batch(b).await?;
+    let out = batch.append(items).await?;
     if dry_run {
-        tx.rollback().await?;
+        batch.tx.rollback().await?;
     } else {
-        tx.commit().await?;
+        batch.tx.commit().await?;
     }
     Ok(out)
+}
+
+/// A write transaction that several appends share.
+pub struct BatchTx {
+    b: Backend,
+    tx: Tx,
+}
+
+pub(crate) async fn batch(b: &Backend) -> Result<BatchTx> {
+    Ok(BatchTx { b: b.clone(), tx: begin(b).await? })
+}
+
+impl BatchTx {
+    pub(crate) async fn append(&mut self, items: Vec<Append>) -> Result<Vec<AppendOutcome>> {
+        append_in(&self.b, &mut self.tx, items).await
+    }
+
+    pub(crate) async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+
+    pub(crate) async fn rollback(self) -> Result<()> {
+        Ok(self.tx.rollback().await?)
+    }
 }
 
 async fn append_in(b: &Backend, tx: &mut Tx, items: Vec<Append>) -> Result<Vec<AppendOutcome>> {

@@ -1,0 +1,782 @@
+//! One function per command.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+use veto_core::{
+    Channel, Decision, EmailAddress, EventKind, Message, MessageClass, Role, Scope, Timestamp,
+    Topic, TopicKey, decide,
+};
+use veto_store::{Append, AppendOutcome, ContactInput, Evidence, NewTopic, Store, StoredEvent};
+
+use crate::app::{self, App};
+use crate::import::{self, Format, Known, Options};
+use crate::{
+    AuditCmd, Cli, Command, ImportArgs, ImportCmd, KeysCmd, TopicsCmd, WhyArgs, WordingsCmd, config,
+};
+
+/// Exit status of an import in which some rows were refused.
+const EXIT_SOME_REFUSED: u8 = 3;
+/// Exit status when an input could not be used at all (nothing was done).
+const EXIT_UNUSABLE: u8 = 2;
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let cfg = cli.config.as_deref();
+    match cli.command {
+        Command::Init { dir } => init(dir.unwrap_or_else(|| PathBuf::from("."))).await,
+        Command::Check => check(cfg).await,
+        Command::Topics(cmd) => topics(&App::open(cfg).await?, cmd).await,
+        Command::Wordings(WordingsCmd::Add { text }) => {
+            let app = App::open(cfg).await?;
+            if text.trim().is_empty() {
+                bail!("--text is empty: a wording is the exact consent text people are shown");
+            }
+            let w = app.store.add_wording(&text).await?;
+            println!("{}", w.id.0);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(cmd) => keys(&App::open(cfg).await?, cmd).await,
+        Command::Import(ImportCmd::Contacts(args)) => {
+            import_contacts(&App::open(cfg).await?, args).await
+        }
+        Command::Why(args) => why(&App::open(cfg).await?, args).await,
+        Command::Export { email } => export(&App::open(cfg).await?, &email).await,
+        Command::Erase { email } => erase(&App::open(cfg).await?, &email).await,
+        Command::Audit(AuditCmd::Verify { json }) => {
+            audit_verify(&App::open(cfg).await?, json).await
+        }
+    }
+}
+
+fn parse_email(s: &str) -> Result<EmailAddress> {
+    EmailAddress::parse(s).map_err(|e| anyhow!("{s:?} is not a usable email address: {e}"))
+}
+
+fn when(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+// ---- init and check ---------------------------------------------------------------
+
+async fn init(dir: PathBuf) -> Result<ExitCode> {
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let file = dir.join(config::DEFAULT_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+        .with_context(|| {
+            format!(
+                "cannot write {} (an existing file is never overwritten)",
+                file.display()
+            )
+        })?;
+    f.write_all(config::commented_default_toml().as_bytes())?;
+    f.sync_all()?;
+    let config = app::load_config(Some(&file))?;
+    let store = app::open_store(&config).await?;
+    store.close().await;
+    println!("wrote {}", file.display());
+    println!("created the store in {}", config.store.data_dir.display());
+    println!();
+    println!("The store now holds veto's suppression secret. It never changes: back up the");
+    println!("data directory (or the database), because without the secret erased addresses");
+    println!("could no longer be recognised if they came back. See the README, \"Backups\".");
+    println!();
+    println!("Next: veto topics add news --name \"Product news\" --description \"…\"");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(cfg: Option<&Path>) -> Result<ExitCode> {
+    let loaded = match config::load(cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let c = &loaded.config;
+    match &c.source {
+        Some(p) => println!("configuration: {}", p.display()),
+        None => println!("configuration: built-in defaults (no veto.toml here)"),
+    }
+    let store = app::open_store(c).await?;
+    println!(
+        "store: {} ({})",
+        store.backend_name(),
+        match c.store.database_path() {
+            Some(p) => p.display().to_string(),
+            None => "[store] url".into(),
+        }
+    );
+    println!("topics: {}", store.topics().await?.len());
+    println!("contacts: {}", store.count_contacts().await?);
+    println!(
+        "policy: default jurisdictions {}",
+        c.policy.default_jurisdictions.join(", ")
+    );
+    store.close().await;
+    println!("ok");
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---- topics and keys ---------------------------------------------------------------
+
+async fn topics(app: &App, cmd: TopicsCmd) -> Result<ExitCode> {
+    match cmd {
+        TopicsCmd::Add {
+            key,
+            name,
+            description,
+            group,
+        } => {
+            let key = TopicKey::parse(&key).map_err(|e| anyhow!("topic {e}"))?;
+            if name.trim().is_empty() || description.trim().is_empty() {
+                bail!(
+                    "--name and --description must not be empty: people read them on their preference page"
+                );
+            }
+            let group = group.map(|g| g.trim().to_owned()).filter(|g| !g.is_empty());
+            let t = app
+                .store
+                .add_topic(NewTopic {
+                    key,
+                    name: name.trim().into(),
+                    description: description.trim().into(),
+                    group,
+                })
+                .await?;
+            println!("added topic {} ({})", t.key, t.name);
+        }
+        TopicsCmd::List { json } => {
+            let topics = app.store.topics().await?;
+            if json {
+                let v: Vec<_> = topics
+                    .iter()
+                    .map(|t| json!({"key": t.key.as_str(), "name": t.name, "description": t.description, "group": t.group}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if topics.is_empty() {
+                println!("no topics yet: add one with `veto topics add`");
+            } else {
+                for t in topics {
+                    let group = t.group.map(|g| format!(" [group {g}]")).unwrap_or_default();
+                    println!(
+                        "{:<24} {}{group}\n{:<24} {}",
+                        t.key.as_str(),
+                        t.name,
+                        "",
+                        t.description
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(app: &App, cmd: KeysCmd) -> Result<ExitCode> {
+    match cmd {
+        KeysCmd::Create {
+            role,
+            default_topic,
+        } => {
+            let role: Role = role.parse().map_err(|e| anyhow!("--role: {e}"))?;
+            let topic = default_topic
+                .map(|t| TopicKey::parse(&t).map_err(|e| anyhow!("--default-topic: {e}")))
+                .transpose()?;
+            let k = app.store.create_api_key(role, topic.as_ref()).await?;
+            eprintln!(
+                "created a {} key (id {}, {}…); it is shown once, keep it safe:",
+                k.role, k.id, k.prefix
+            );
+            println!("{}", k.key);
+        }
+        KeysCmd::RotateTokenKey => {
+            let id = app.store.rotate_token_key().await?;
+            println!(
+                "new links are signed with token key {id}; links signed with older keys keep working"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---- import ---------------------------------------------------------------------------
+
+/// Rows per transaction in a normal import: one durable commit each.
+const IMPORT_BATCH: usize = 5_000;
+
+async fn import_contacts(app: &App, args: ImportArgs) -> Result<ExitCode> {
+    let format: Format = match args.format.parse() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: --format: {e}");
+            return Ok(ExitCode::from(EXIT_UNUSABLE));
+        }
+    };
+    let topic = match args.topic.as_deref().map(TopicKey::parse).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --topic: {e}");
+            return Ok(ExitCode::from(EXIT_UNUSABLE));
+        }
+    };
+    let file = match File::open(&args.file) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.file.display());
+            return Ok(ExitCode::from(EXIT_UNUSABLE));
+        }
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let topics = app.store.topics().await?;
+    let known = Known {
+        topics: topics
+            .iter()
+            .map(|t| (t.key.as_str().to_owned(), t.id))
+            .collect(),
+        wordings: app
+            .store
+            .wording_ids()
+            .await?
+            .into_iter()
+            .collect::<HashSet<i64>>(),
+    };
+    let opts = Options {
+        format,
+        topic,
+        now: Timestamp::now(),
+    };
+    let mut rows = match import::read_rows(BufReader::with_capacity(1 << 16, file), &opts, &known) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.file.display());
+            eprintln!("nothing was imported");
+            return Ok(ExitCode::from(EXIT_UNUSABLE));
+        }
+    };
+    let actor = format!(
+        "import:{}",
+        args.file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} importing [{bar:40}] {bytes}/{total_bytes} {msg} ({eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    // One transaction for all of it when nothing may be left half done.
+    let single = args.strict || args.dry_run;
+    let mut batch = if single {
+        Some(app.store.batch().await?)
+    } else {
+        None
+    };
+    let mut summary = Summary::default();
+    let mut pending: Vec<(u64, Append)> = Vec::with_capacity(IMPORT_BATCH);
+    loop {
+        let next = rows.next();
+        let done = next.is_none();
+        match next {
+            Some(Ok(row)) => pending.push((row.line, append_of(row, &actor))),
+            Some(Err(e)) => {
+                bar.suspend(|| eprintln!("{e}"));
+                summary.invalid += 1;
+            }
+            None => {}
+        }
+        if pending.len() >= IMPORT_BATCH || (done && !pending.is_empty()) {
+            let (lines, items): (Vec<u64>, Vec<Append>) = pending.drain(..).unzip();
+            let outcomes = match batch.as_mut() {
+                Some(b) => b.append(items).await?,
+                None => app.store.append(items, false).await?,
+            };
+            for (line, outcome) in lines.into_iter().zip(outcomes) {
+                match outcome {
+                    AppendOutcome::Recorded { created, .. } => {
+                        summary.imported += 1;
+                        summary.created += usize::from(created);
+                    }
+                    AppendOutcome::Refused(r) => {
+                        bar.suspend(|| {
+                            eprintln!(
+                                "line {line}: refused: {} ({}); only the person can change that",
+                                r.reason,
+                                r.rule.id()
+                            )
+                        });
+                        *summary.refused.entry(r.reason.to_string()).or_default() += 1;
+                    }
+                }
+            }
+            bar.set_position(rows.bytes_read());
+            bar.set_message(format!("{} rows", summary.imported));
+        }
+        if done {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let refused: usize = summary.refused.values().sum::<usize>() + summary.invalid;
+    if rows.stopped_early() {
+        eprintln!("reading stopped early (see above): the rest of the file was not imported");
+    }
+    let committed = match batch {
+        Some(b) if args.dry_run || refused > 0 || rows.stopped_early() => {
+            b.rollback().await?;
+            false
+        }
+        Some(b) => {
+            b.commit().await?;
+            true
+        }
+        None => true,
+    };
+    let verb = if committed {
+        "imported"
+    } else if args.dry_run {
+        "would import"
+    } else {
+        "would have imported"
+    };
+    println!(
+        "{verb} {} rows ({} new contacts); refused {refused}",
+        summary.imported, summary.created
+    );
+    if summary.invalid > 0 {
+        println!(
+            "  {} rows with errors (line numbers above)",
+            summary.invalid
+        );
+    }
+    for (reason, n) in &summary.refused {
+        println!("  {n} refused: {reason}");
+    }
+    if !committed && !args.dry_run {
+        println!("nothing was imported (--strict): fix the rows above and run it again");
+    }
+    Ok(if refused > 0 || rows.stopped_early() {
+        ExitCode::from(EXIT_SOME_REFUSED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(Default)]
+struct Summary {
+    imported: usize,
+    created: usize,
+    invalid: usize,
+    refused: BTreeMap<String, usize>,
+}
+
+fn append_of(row: import::ImportRow, actor: &str) -> Append {
+    let mut contact = ContactInput::new(row.email);
+    contact.name = row.name;
+    contact.attributes = row.attributes;
+    contact.jurisdictions = row.jurisdictions;
+    contact.subscriber_type = row.subscriber_type;
+    Append {
+        contact,
+        event: row.event,
+        evidence: Evidence {
+            wording: row.wording.map(|w| w.0),
+            ip: row.ip,
+            user_agent: None,
+            form_url: None,
+        },
+        actor: actor.to_owned(),
+    }
+}
+
+// ---- why, export, erase ------------------------------------------------------------
+
+async fn find_topic(store: &Store, key: &str) -> Result<Topic> {
+    let k = TopicKey::parse(key).map_err(|e| anyhow!("--topic: {e}"))?;
+    match store.topic(&k).await? {
+        Some(t) => Ok(t),
+        None => {
+            let known: Vec<String> = store
+                .topics()
+                .await?
+                .into_iter()
+                .map(|t| t.key.to_string())
+                .collect();
+            bail!(
+                "unknown topic {key:?}; known topics: {}",
+                if known.is_empty() {
+                    "none yet".into()
+                } else {
+                    known.join(", ")
+                }
+            )
+        }
+    }
+}
+
+/// A ledger event in words a DPO reads.
+fn describe(e: &StoredEvent, topics: &HashMap<u16, String>) -> String {
+    let what = match &e.event.kind {
+        EventKind::Grant => "agreed to".to_owned(),
+        EventKind::Withdraw => "withdrew from".to_owned(),
+        EventKind::Object => "objected to all marketing".to_owned(),
+        EventKind::Refused => "opted out at collection of".to_owned(),
+        EventKind::Relationship(r) => format!(
+            "{}{}{}",
+            r.kind.as_str(),
+            r.product_group
+                .as_ref()
+                .map(|g| format!(" in group {g}"))
+                .unwrap_or_default(),
+            if r.opt_out_offered {
+                " (opt-out offered, not taken)"
+            } else {
+                " (no opt-out offered)"
+            }
+        ),
+        EventKind::HardBounce => "hard bounce".into(),
+        EventKind::BounceCleared => "bounce cleared".into(),
+        EventKind::Complaint => "spam complaint".into(),
+        EventKind::Pause { until } => format!("paused marketing until {}", when(*until)),
+        EventKind::Frequency(Some(l)) => {
+            format!("limited marketing to {} a {}", l.max, l.per.as_str())
+        }
+        EventKind::Frequency(None) => "lifted their frequency limit".into(),
+        EventKind::Erasure => "data erased".into(),
+    };
+    let scoped = matches!(
+        e.event.kind,
+        EventKind::Grant | EventKind::Withdraw | EventKind::Refused | EventKind::Pause { .. }
+    );
+    let scope = match (scoped, e.event.scope) {
+        (false, _) => String::new(),
+        (true, Scope::All) => " all marketing".into(),
+        (true, Scope::Topic(t)) => format!(
+            " {}",
+            topics
+                .get(&t.0)
+                .cloned()
+                .unwrap_or_else(|| format!("topic #{}", t.0))
+        ),
+    };
+    let channel = e
+        .event
+        .channel
+        .map_or("all channels".to_owned(), |c| c.as_str().to_owned());
+    let mut s = format!(
+        "{}  #{:<6} {what}{scope} ({channel}) via {}",
+        when(e.event.at),
+        e.event.id.0,
+        e.event.source.as_str()
+    );
+    if let Some(w) = e.wording {
+        s.push_str(&format!(", wording #{}", w.0));
+    }
+    if let Some(url) = &e.form_url {
+        s.push_str(&format!(", form {url}"));
+    }
+    if let Some(o) = &e.order_ref {
+        s.push_str(&format!(", order {o}"));
+    }
+    if let Some(ip) = e.personal.as_ref().and_then(|p| p.ip.as_ref()) {
+        s.push_str(&format!(", IP {ip}"));
+    }
+    s.push_str(&format!(", by {}", e.actor));
+    s
+}
+
+fn event_json(e: &StoredEvent, topics: &HashMap<u16, String>) -> serde_json::Value {
+    let topic = match e.event.scope {
+        Scope::All => None,
+        Scope::Topic(t) => topics.get(&t.0).cloned(),
+    };
+    let mut v = json!({
+        "id": e.event.id.0,
+        "at": e.event.at.to_string(),
+        "recorded_at": e.recorded_at.to_string(),
+        "kind": e.event.kind.name(),
+        "topic": topic,
+        "channel": e.event.channel.map(|c| c.as_str()),
+        "source": e.event.source.as_str(),
+        "actor": e.actor,
+        "wording": e.wording.map(|w| w.0),
+        "form_url": e.form_url,
+        "order_ref": e.order_ref,
+        "personal_data": e.personal,
+        "chain": {"partition": e.partition, "seq": e.seq, "hash": e.hash},
+    });
+    if let EventKind::Relationship(r) = &e.event.kind {
+        v["product_group"] = json!(r.product_group);
+        v["opt_out_offered"] = json!(r.opt_out_offered);
+    }
+    if let EventKind::Pause { until } = &e.event.kind {
+        v["until"] = json!(until.to_string());
+    }
+    if let EventKind::Frequency(l) = &e.event.kind {
+        v["limit"] = json!(l.map(|l| json!({"max": l.max, "per": l.per.as_str()})));
+    }
+    v
+}
+
+async fn topic_names(store: &Store) -> Result<HashMap<u16, String>> {
+    Ok(store
+        .topics()
+        .await?
+        .into_iter()
+        .map(|t| (t.id.0, t.key.to_string()))
+        .collect())
+}
+
+async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
+    if let Some(message) = &args.message {
+        return why_message(app, message, args.email.as_deref(), args.json).await;
+    }
+    let email = parse_email(
+        args.email
+            .as_deref()
+            .ok_or_else(|| anyhow!("give the address to explain"))?,
+    )?;
+    let topic = find_topic(&app.store, args.topic.as_deref().unwrap_or_default()).await?;
+    let channel: Channel = args
+        .channel
+        .parse()
+        .map_err(|e| anyhow!("--channel: {e}"))?;
+    let now = Timestamp::now();
+    let settings = app.policy();
+    let (contact, state) = app.store.load_state(&email, now).await?;
+    let decision = decide(
+        &state,
+        &Message {
+            class: MessageClass::Marketing(&topic),
+            channel,
+        },
+        &settings,
+        now,
+    );
+    let events = match contact {
+        Some(c) => app.store.events_of(c).await?,
+        None => vec![],
+    };
+    let names = topic_names(&app.store).await?;
+    let deciding = decision
+        .event()
+        .and_then(|id| events.iter().find(|e| e.event.id == id));
+    let jurisdictions = if state.jurisdictions.is_empty() {
+        format!(
+            "{} (the defaults)",
+            settings.default_jurisdictions.to_pipe_list()
+        )
+    } else {
+        state.jurisdictions.to_pipe_list()
+    };
+    let wording = match deciding.and_then(|e| e.wording) {
+        Some(w) => app.store.wording(w).await?,
+        None => None,
+    };
+    if args.json {
+        let (verdict, rule, reason, jurisdiction) = match decision {
+            Decision::Allowed(a) => ("allowed", a.rule.id(), None, a.jurisdiction),
+            Decision::Denied(r) => ("denied", r.rule.id(), Some(r.reason), r.jurisdiction),
+        };
+        let v = json!({
+            "email": email.as_str(),
+            "topic": topic.key.as_str(),
+            "channel": channel.as_str(),
+            "at": now.to_string(),
+            "decision": verdict,
+            "rule": rule,
+            "reason": reason.map(|r| r.code()),
+            "reason_text": reason.map(|r| r.to_string()),
+            "jurisdiction": jurisdiction.map(|j| j.as_str()),
+            "jurisdictions": jurisdictions,
+            "known": contact.is_some(),
+            "event": deciding.map(|e| event_json(e, &names)),
+            "wording": wording.map(|w| json!({"id": w.id.0, "text": w.text, "sha256": w.hash})),
+            "history": events.iter().map(|e| event_json(e, &names)).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} · {} ({}) by {} · {}",
+        email,
+        topic.name,
+        topic.key,
+        channel,
+        when(now)
+    );
+    match decision {
+        Decision::Allowed(a) => println!(
+            "ALLOWED under {}{}",
+            a.rule.id(),
+            a.jurisdiction
+                .map(|j| format!(" ({j})"))
+                .unwrap_or_default()
+        ),
+        Decision::Denied(r) => println!(
+            "NOT ALLOWED: {} — {}{}",
+            r.reason,
+            r.rule.id(),
+            r.jurisdiction
+                .map(|j| format!(" ({j})"))
+                .unwrap_or_default()
+        ),
+    }
+    match deciding {
+        Some(e) => println!("because: {}", describe(e, &names)),
+        None if contact.is_none() => println!("because: veto has no record of this address"),
+        None => {}
+    }
+    if let Some(w) = wording {
+        println!(
+            "they were shown (wording #{}, sha256 {}):\n  {:?}",
+            w.id.0,
+            &w.hash[..16],
+            w.text
+        );
+    }
+    println!("jurisdictions: {jurisdictions}");
+    if !events.is_empty() {
+        println!("history:");
+        for e in &events {
+            println!("  {}", describe(e, &names));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn why_message(
+    app: &App,
+    message: &str,
+    email: Option<&str>,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let mut receipts = app.store.receipts_for_message(message).await?;
+    if let Some(e) = email {
+        let e = parse_email(e)?;
+        receipts.retain(|r| r.receipt.recipient.eq_ignore_ascii_case(e.as_str()));
+    }
+    if receipts.is_empty() {
+        bail!(
+            "no receipts for message {message:?}{}",
+            email.map(|e| format!(" to {e}")).unwrap_or_default()
+        );
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&receipts)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in receipts {
+        let r = r.receipt;
+        let checked = Timestamp::from_microsecond(r.checked_at)
+            .map(when)
+            .unwrap_or_default();
+        let verdict = if r.allowed { "sent" } else { "not sent" };
+        println!(
+            "{}: {verdict} under {}{} (checked {checked}{}){}",
+            r.recipient,
+            r.rule,
+            r.reason.map(|x| format!(": {x}")).unwrap_or_default(),
+            r.event.map(|e| format!(", event #{e}")).unwrap_or_default(),
+            r.outcome
+                .map(|o| format!("; upstream said {o}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export(app: &App, email: &str) -> Result<ExitCode> {
+    let email = parse_email(email)?;
+    let Some(contact) = app.store.find_contact(&email).await? else {
+        if let Some(at) = app.store.is_suppressed(&email).await? {
+            bail!(
+                "{email} was erased on {}: veto holds nothing about them but a keyed hash that keeps them from being marketed to",
+                when(at)
+            );
+        }
+        bail!("veto holds nothing about {email}");
+    };
+    let id = veto_core::ContactId(contact.id);
+    let names = topic_names(&app.store).await?;
+    let events = app.store.events_of(id).await?;
+    let receipts = app.store.receipts_for_contact(id).await?;
+    let mut wordings = vec![];
+    for w in events
+        .iter()
+        .filter_map(|e| e.wording)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if let Some(w) = app.store.wording(w).await? {
+            wordings.push(json!({"id": w.id.0, "text": w.text, "sha256": w.hash}));
+        }
+    }
+    let v = json!({
+        "exported_at": Timestamp::now().to_string(),
+        "organisation": app.config.organisation.name,
+        "contact": contact,
+        "consent_events": events.iter().map(|e| event_json(e, &names)).collect::<Vec<_>>(),
+        "wordings_shown": wordings,
+        "messages": receipts,
+    });
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn erase(app: &App, email: &str) -> Result<ExitCode> {
+    let email = parse_email(email)?;
+    if app.store.find_contact(&email).await?.is_none() {
+        if let Some(at) = app.store.is_suppressed(&email).await? {
+            println!("{email} was already erased on {}", when(at));
+            return Ok(ExitCode::SUCCESS);
+        }
+        bail!("veto holds nothing about {email}");
+    }
+    let event = app.store.erase(&email, "cli", Timestamp::now()).await?;
+    println!("erased {email} (event #{}):", event.0);
+    println!("  their name, address, phone, attributes, IPs and user agents are deleted;");
+    println!(
+        "  the consent history is kept without personal data, and the audit chain still verifies;"
+    );
+    println!(
+        "  a keyed hash of the address stays on the suppression list, so it is never marketed to again"
+    );
+    println!("  unless the person signs up again themselves.");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(app: &App, json_out: bool) -> Result<ExitCode> {
+    let report = app.store.verify().await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.ok() {
+        println!(
+            "ok: {} events in {} chains verified, {} personal-data rows checked",
+            report.events, report.partitions, report.personal_rows_checked
+        );
+    } else {
+        println!("THE LEDGER HAS BEEN TAMPERED WITH:");
+        for p in &report.problems {
+            println!("  chain {}: {}", p.partition, p.problem);
+        }
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,2050 @@
+//! veto's configuration: typed, layered, and checked all at once.
+//!
+//! Layers, later wins: built-in defaults → one TOML file → environment
+//! variables `VETO_SECTION__KEY` (`VETO_WEB__LISTEN=0.0.0.0:8080`,
+//! `VETO_SERVICE__TYPES__BILLING="Bills"`). An environment value is read as a
+//! TOML value when it parses as one (`100`, `true`, `["UK"]`, `"quoted"`) and
+//! as a plain string otherwise.
+//!
+//! Every key is read on its own, so one bad value never hides another: all
+//! problems come back together in [`ConfigErrors`], each with where it came
+//! from (`veto.toml:12:10` or the variable's name) and its key. Unknown keys
+//! and unknown `VETO_` variables are warnings. Secret values are [`Secret`]s,
+//! which never print, and no message quotes them.
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IntoDeserializer as _};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// The file read when no path is given, if it exists (relative to the
+/// current directory).
+pub const DEFAULT_FILE: &str = "veto.toml";
+
+const ENV_PREFIX: &str = "VETO_";
+
+/// `VETO_` variables that are not configuration keys, so they are neither
+/// read nor warned about. Test suites use `VETO_TEST_*`
+/// (e.g. `VETO_TEST_POSTGRES_URL`).
+const ENV_NOT_CONFIG_PREFIXES: &[&str] = &["VETO_TEST_"];
+
+const SECTIONS: &[&str] = &[
+    "store",
+    "web",
+    "gateway",
+    "delivery",
+    "organisation",
+    "policy",
+    "service",
+    "log",
+];
+
+// ---------------------------------------------------------------------------
+// The configuration
+// ---------------------------------------------------------------------------
+
+/// The whole configuration, checked. Build it with [`load`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub web: WebConfig,
+    pub gateway: GatewayConfig,
+    pub delivery: DeliveryConfig,
+    pub organisation: OrganisationConfig,
+    pub policy: PolicyConfig,
+    pub service: ServiceConfig,
+    pub log: LogConfig,
+    /// The file that was read, if any.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Empty: SQLite in `data_dir`. Otherwise a `postgres://` URL, which may
+    /// hold a password.
+    pub url: Secret,
+    /// Absolute after [`load`]: a relative path in the file is taken from
+    /// the file's directory, one from the environment or the default (with
+    /// no file) from the current directory.
+    pub data_dir: PathBuf,
+}
+
+impl StoreConfig {
+    /// The SQLite database file, or `None` when `url` names PostgreSQL.
+    pub fn database_path(&self) -> Option<PathBuf> {
+        self.url.is_empty().then(|| self.data_dir.join("veto.db"))
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::default(),
+            data_dir: PathBuf::from("veto-data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    pub listen: SocketAddr,
+    /// An absolute http(s) URL without query or fragment, and without a
+    /// trailing slash, so links are `format!("{public_url}/u/{token}")`.
+    pub public_url: String,
+    /// Reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpCidr>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// SMTP submission for the organisation's own tools.
+    pub listen: SocketAddr,
+    /// SMTP from anyone, for veto's own addresses only; `None` = off.
+    pub inbound_listen: Option<SocketAddr>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 2525)),
+            inbound_listen: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeliveryConfig {
+    pub upstream: Upstream,
+}
+
+/// Where admitted mail is handed off.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Upstream {
+    /// Written to a local Maildir (for trying veto out).
+    #[default]
+    Maildir,
+    /// Relayed to an MTA (`smtp://host:port`, port 25 when left out).
+    Smtp { host: String, port: u16 },
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Upstream::Maildir => f.write_str("maildir"),
+            Upstream::Smtp { host, port } => write!(f, "smtp://{host}:{port}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganisationConfig {
+    pub name: String,
+    /// Empty is allowed with a warning; CAN-SPAM needs one in every
+    /// commercial message.
+    pub postal_address: String,
+    pub privacy_url: Option<String>,
+    /// Lower-case; veto's own addresses (`unsubscribe+…@`, `bounces+…@`) and
+    /// `List-Id` live under it.
+    pub domain: String,
+}
+
+impl Default for OrganisationConfig {
+    fn default() -> Self {
+        Self {
+            name: "Example Organisation".to_owned(),
+            postal_address: String::new(),
+            privacy_url: None,
+            domain: "example.org".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Upper-case, each one of UK, EU, US, CA, not empty, no duplicates.
+    pub default_jurisdictions: Vec<String>,
+    pub purchase_after_opt_out: PurchaseAfterOptOut,
+    /// PECR reg 22(3A): a charity may use the soft opt-in for supporters.
+    pub charity: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            default_jurisdictions: vec!["UK".to_owned(), "EU".to_owned()],
+            purchase_after_opt_out: PurchaseAfterOptOut::default(),
+            charity: false,
+        }
+    }
+}
+
+/// What a purchase after an opt-out means for marketing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurchaseAfterOptOut {
+    /// The opt-out stands.
+    #[default]
+    StaysOptedOut,
+    /// The purchase is a new basis for the soft opt-in.
+    NewBasis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// A service send to more recipients than this within `bulk_window` is
+    /// held for approval by a DPO.
+    pub bulk_threshold: u64,
+    /// Longer than zero.
+    pub bulk_window: Duration,
+    /// Declared service message types: key → one-line description shown to
+    /// customers.
+    pub types: BTreeMap<String, String>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            bulk_threshold: 100,
+            bulk_window: Duration::from_secs(24 * 60 * 60),
+            types: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` string, checked to parse.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A value that must never be printed: `Debug` and `Display` show
+/// `[redacted]`. Read it with [`Secret::expose`] where it is used.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// An IP network: `10.0.0.0/8`, or one address (`127.0.0.1`, `::1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpCidr {
+    addr: IpAddr,
+    prefix_len: u8,
+}
+
+impl IpCidr {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not an IP address or network like 10.0.0.0/8 or ::1");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max && !p.starts_with('+') => n,
+                _ => return Err(bad()),
+            },
+        };
+        Ok(Self { addr, prefix_len })
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+
+    /// Whether `ip` is in this network. An IPv4-mapped IPv6 address
+    /// (`::ffff:10.0.0.1`, as a dual-stack socket reports) counts as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                (u32::from(net) ^ u32::from(ip)) & mask == 0
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                (u128::from(net) ^ u128::from(ip)) & mask == 0
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for IpCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------
+
+/// A checked configuration and what was odd about it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// Unknown keys and variables, and allowed-but-risky values. Print them
+    /// at start.
+    pub warnings: Vec<String>,
+}
+
+/// Every problem found, each with where it came from and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "the configuration has {n} problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.0 {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Loads the configuration from `explicit` (which must exist) or else
+/// `./veto.toml` if it exists, and the process environment.
+pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigErrors> {
+    // `std::env::vars` panics on a variable that is not UTF-8.
+    let mut env = Vec::new();
+    let mut problems = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => env.push((name, value)),
+            (Ok(name), Err(_)) if is_config_env(&name) => {
+                problems.push(format!("{name}: the value is not valid UTF-8"));
+            }
+            (Err(name), _) if is_config_env(&name.to_string_lossy()) => {
+                problems.push(format!(
+                    "{}: the variable's name is not valid UTF-8",
+                    name.to_string_lossy()
+                ));
+            }
+            _ => {}
+        }
+    }
+    load_inner(explicit, Path::new(DEFAULT_FILE), env, problems)
+}
+
+/// [`load`] with the environment given as (name, value) pairs.
+pub fn load_from(
+    explicit: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Loaded, ConfigErrors> {
+    load_inner(
+        explicit,
+        Path::new(DEFAULT_FILE),
+        env.into_iter().collect(),
+        Vec::new(),
+    )
+}
+
+fn is_config_env(name: &str) -> bool {
+    name.starts_with(ENV_PREFIX)
+        && !ENV_NOT_CONFIG_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
+fn load_inner(
+    explicit: Option<&Path>,
+    default_file: &Path,
+    mut env: Vec<(String, String)>,
+    mut problems: Vec<String>,
+) -> Result<Loaded, ConfigErrors> {
+    let path = match explicit {
+        Some(path) => Some(path),
+        None => match default_file.try_exists() {
+            Ok(true) => Some(default_file),
+            Ok(false) => None,
+            Err(e) => {
+                problems.push(format!(
+                    "{}: cannot be checked: {e}",
+                    default_file.display()
+                ));
+                None
+            }
+        },
+    };
+    let file = path.and_then(|path| match std::fs::read_to_string(path) {
+        Ok(text) => Some((path.to_path_buf(), text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            problems.push(format!("{}: config file not found", path.display()));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{}: cannot read config file: {e}", path.display()));
+            None
+        }
+    });
+
+    let mut ctx = Ctx {
+        file: file
+            .as_ref()
+            .map(|(path, text)| (path.as_path(), text.as_str())),
+        sections: BTreeMap::new(),
+        problems,
+        warnings: Vec::new(),
+    };
+    if let Some((path, text)) = &file {
+        let (table, errors) = DeTable::parse_recoverable(text);
+        if !errors.is_empty() {
+            // What follows a syntax error is guesswork: report only these.
+            for error in errors {
+                let at = error.span().map_or(0, |span| span.start);
+                let (line, column) = line_column(text, at);
+                ctx.problems.push(format!(
+                    "{}:{line}:{column}: TOML syntax error: {}",
+                    path.display(),
+                    error.message()
+                ));
+            }
+            return Err(ConfigErrors(ctx.problems));
+        }
+        ctx.add_file(table.into_inner());
+    }
+    env.sort();
+    ctx.add_env(&env);
+
+    let config = ctx.read_config(file.as_ref().map(|(path, _)| path.clone()));
+    if ctx.problems.is_empty() {
+        Ok(Loaded {
+            config,
+            warnings: ctx.warnings,
+        })
+    } else {
+        Err(ConfigErrors(ctx.problems))
+    }
+}
+
+/// One value as given, with where it came from.
+#[derive(Clone)]
+struct Item<'i> {
+    value: Spanned<DeValue<'i>>,
+    /// Where the key is in the file (the value's span for a variable).
+    key_span: Range<usize>,
+    origin: Origin<'i>,
+}
+
+#[derive(Clone, Copy)]
+enum Origin<'i> {
+    /// The span of `value` is in the file.
+    File,
+    /// `raw` is the variable's text, used as a string when the TOML reading
+    /// of it is not what the key takes (`VETO_ORGANISATION__NAME=2024`).
+    Env { var: &'i str, raw: Option<&'i str> },
+}
+
+#[derive(Default)]
+struct RawSection<'i> {
+    /// Where the file opened the section, if it did.
+    header: Option<Range<usize>>,
+    items: BTreeMap<String, Item<'i>>,
+    /// `VETO_SECTION__KEY__SUBKEY`, for keys that are tables.
+    nested: BTreeMap<(String, String), Item<'i>>,
+}
+
+struct Ctx<'i> {
+    file: Option<(&'i Path, &'i str)>,
+    sections: BTreeMap<String, RawSection<'i>>,
+    problems: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl<'i> Ctx<'i> {
+    fn add_file(&mut self, table: DeTable<'i>) {
+        for (name, value) in table {
+            let name_span = name.span();
+            let name = name.into_inner().into_owned();
+            match value.into_inner() {
+                DeValue::Table(entries) => {
+                    let section = self.sections.entry(name).or_default();
+                    section.header = Some(name_span);
+                    for (key, value) in entries {
+                        let item = Item {
+                            value,
+                            key_span: key.span(),
+                            origin: Origin::File,
+                        };
+                        section.items.insert(key.into_inner().into_owned(), item);
+                    }
+                }
+                _ if SECTIONS.contains(&name.as_str()) => {
+                    let at = self.location(Origin::File, name_span);
+                    self.problems
+                        .push(format!("{at}: [{name}] must be a table (a section)"));
+                }
+                _ => {
+                    let at = self.location(Origin::File, name_span);
+                    self.warnings.push(format!(
+                        "{at}: unknown top-level key {name:?} ignored (keys belong in a section such as [web])"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn add_env(&mut self, env: &'i [(String, String)]) {
+        for (var, raw) in env {
+            let Some(name) = var.strip_prefix(ENV_PREFIX).filter(|_| is_config_env(var)) else {
+                continue;
+            };
+            let parts: Vec<String> = name.split("__").map(str::to_ascii_lowercase).collect();
+            // A TOML value if it is one, else the text as a string.
+            let (value, raw) = match DeValue::parse(raw) {
+                Ok(value) if matches!(value.get_ref(), DeValue::String(_)) => (value, None),
+                Ok(value) => (value, Some(raw.as_str())),
+                Err(_) => (
+                    Spanned::new(0..raw.len(), DeValue::String(Cow::Borrowed(raw.as_str()))),
+                    None,
+                ),
+            };
+            let item = Item {
+                key_span: value.span(),
+                value,
+                origin: Origin::Env { var, raw },
+            };
+            match <[String; 2]>::try_from(parts) {
+                Ok([section, key]) => {
+                    self.sections
+                        .entry(section)
+                        .or_default()
+                        .items
+                        .insert(key, item);
+                }
+                Err(parts) => match <[String; 3]>::try_from(parts) {
+                    Ok([section, key, sub]) => {
+                        self.sections
+                            .entry(section)
+                            .or_default()
+                            .nested
+                            .insert((key, sub), item);
+                    }
+                    Err(_) => self.warnings.push(format!(
+                        "{var}: not a configuration key (variables are VETO_SECTION__KEY, such as VETO_WEB__LISTEN); ignored"
+                    )),
+                },
+            }
+        }
+    }
+
+    /// `veto.toml:3:10` for the file, the variable's name for the
+    /// environment.
+    fn location(&self, origin: Origin<'_>, span: Range<usize>) -> String {
+        match (origin, self.file) {
+            (Origin::Env { var, .. }, _) => var.to_owned(),
+            (Origin::File, Some((path, text))) => {
+                let (line, column) = line_column(text, span.start);
+                format!("{}:{line}:{column}", path.display())
+            }
+            (Origin::File, None) => "(file)".to_owned(),
+        }
+    }
+
+    fn section<'c>(&'c mut self, name: &'static str) -> SectionReader<'c, 'i> {
+        let raw = self.sections.remove(name).unwrap_or_default();
+        SectionReader {
+            ctx: self,
+            name,
+            raw,
+        }
+    }
+
+    fn read_config(&mut self, source: Option<PathBuf>) -> Config {
+        // `Path::new("veto.toml").parent()` is `""`: the current directory.
+        let file_dir = source.as_deref().and_then(Path::parent);
+        let config = Config {
+            store: read_store(&mut self.section("store"), file_dir),
+            web: read_web(&mut self.section("web")),
+            gateway: read_gateway(&mut self.section("gateway")),
+            delivery: read_delivery(&mut self.section("delivery")),
+            organisation: read_organisation(&mut self.section("organisation")),
+            policy: read_policy(&mut self.section("policy")),
+            service: read_service(&mut self.section("service")),
+            log: read_log(&mut self.section("log")),
+            source,
+        };
+        self.warn_unknown_sections();
+        self.check_across_sections(&config);
+        config
+    }
+
+    fn warn_unknown_sections(&mut self) {
+        for (name, section) in std::mem::take(&mut self.sections) {
+            if let Some(header) = section.header {
+                let at = self.location(Origin::File, header);
+                self.warnings
+                    .push(format!("{at}: unknown section [{name}] ignored"));
+            }
+            // The file's keys are covered by the section's warning.
+            let items = section
+                .items
+                .into_values()
+                .chain(section.nested.into_values());
+            for item in items {
+                if let Origin::Env { var, .. } = item.origin {
+                    self.warnings
+                        .push(format!("{var}: unknown section [{name}] ignored"));
+                }
+            }
+        }
+    }
+
+    fn check_across_sections(&mut self, config: &Config) {
+        if !self.problems.is_empty() {
+            // A bad address was replaced by its default: no clash to report.
+            return;
+        }
+        let listeners = [
+            ("[web] listen", Some(config.web.listen)),
+            ("[gateway] listen", Some(config.gateway.listen)),
+            ("[gateway] inbound_listen", config.gateway.inbound_listen),
+        ];
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            for (other_key, other) in &listeners[..i] {
+                if let (Some(addr), Some(other)) = (addr, other)
+                    && same_port(*addr, *other)
+                {
+                    self.problems.push(format!(
+                        "{key}: {addr} clashes with {other_key} {other}; each listener needs its own port"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Two listeners that cannot both bind (port 0 picks a free port).
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |line| line.chars().count())
+        + 1;
+    (line, column)
+}
+
+/// Reads one section key by key; what is left over is unknown.
+struct SectionReader<'c, 'i> {
+    ctx: &'c mut Ctx<'i>,
+    name: &'static str,
+    raw: RawSection<'i>,
+}
+
+impl<'i> SectionReader<'_, 'i> {
+    fn take(&mut self, key: &str) -> Option<Item<'i>> {
+        self.raw.items.remove(key)
+    }
+
+    fn problem(&mut self, item: &Item<'_>, span: Option<Range<usize>>, path: &str, message: &str) {
+        let at = self
+            .ctx
+            .location(item.origin, span.unwrap_or_else(|| item.value.span()));
+        self.ctx.problems.push(format!("{at}: {path}: {message}"));
+    }
+
+    fn path(&self, key: &str) -> String {
+        format!("[{}] {key}", self.name)
+    }
+
+    /// A string: a TOML string, or any environment value as its text.
+    fn string_of(item: &Item<'_>) -> Result<String, String> {
+        match (item.value.get_ref(), item.origin) {
+            (DeValue::String(s), _) => Ok(s.to_string()),
+            (_, Origin::Env { raw: Some(raw), .. }) => Ok(raw.to_owned()),
+            (value, _) => Err(format!("expected a string, found {}", describe(value))),
+        }
+    }
+
+    fn string(&mut self, key: &str, default: String) -> String {
+        self.parsed(key, default, |s| Ok(s.to_owned()))
+    }
+
+    /// A string turned into `T` by `parse`, whose error message names the
+    /// value and what was expected.
+    fn parsed<T>(
+        &mut self,
+        key: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        let Some(item) = self.take(key) else {
+            return default;
+        };
+        match Self::string_of(&item).and_then(|s| parse(&s)) {
+            Ok(value) => value,
+            Err(message) => {
+                self.problem(&item, None, &self.path(key), &message);
+                default
+            }
+        }
+    }
+
+    /// Like [`Self::parsed`] for a [`Secret`]: no message quotes the value.
+    fn secret(&mut self, key: &str, check: impl FnOnce(&str) -> Result<(), String>) -> Secret {
+        let Some(item) = self.take(key) else {
+            return Secret::default();
+        };
+        let value = match (item.value.get_ref(), item.origin) {
+            (DeValue::String(s), _) => Ok(s.to_string()),
+            (_, Origin::Env { raw: Some(raw), .. }) => Ok(raw.to_owned()),
+            _ => Err("expected a string".to_owned()),
+        };
+        match value.and_then(|value| check(&value).map(|()| value)) {
+            Ok(value) => Secret(value),
+            Err(message) => {
+                self.problem(&item, None, &self.path(key), &message);
+                Secret::default()
+            }
+        }
+    }
+
+    /// A relative path is taken from the file's directory when it comes from
+    /// the file (or is the default and there is a file), else from the
+    /// current directory.
+    fn dir(&mut self, key: &str, default: &str, file_dir: Option<&Path>) -> PathBuf {
+        let (text, base) = match self.take(key) {
+            None => (default.to_owned(), file_dir),
+            Some(item) => {
+                let base = match item.origin {
+                    Origin::File => file_dir,
+                    Origin::Env { .. } => None,
+                };
+                match Self::string_of(&item) {
+                    Ok(text) if !text.is_empty() => (text, base),
+                    Ok(_) => {
+                        self.problem(&item, None, &self.path(key), "must not be empty");
+                        (default.to_owned(), base)
+                    }
+                    Err(message) => {
+                        self.problem(&item, None, &self.path(key), &message);
+                        (default.to_owned(), base)
+                    }
+                }
+            }
+        };
+        let path = match base {
+            Some(base) => base.join(text),
+            None => PathBuf::from(text),
+        };
+        std::path::absolute(&path).unwrap_or(path)
+    }
+
+    fn boolean(&mut self, key: &str, default: bool) -> bool {
+        let Some(item) = self.take(key) else {
+            return default;
+        };
+        match item.value.get_ref() {
+            DeValue::Boolean(b) => *b,
+            value => {
+                let message = format!("expected true or false, found {}", describe(value));
+                self.problem(&item, None, &self.path(key), &message);
+                default
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, default: u64) -> u64 {
+        let Some(item) = self.take(key) else {
+            return default;
+        };
+        let value = match item.value.get_ref() {
+            DeValue::Integer(_) => u64::deserialize(item.value.clone().into_deserializer()).ok(),
+            _ => None,
+        };
+        value.unwrap_or_else(|| {
+            let message = format!(
+                "expected a whole number of 0 or more, found {}",
+                describe(item.value.get_ref())
+            );
+            self.problem(&item, None, &self.path(key), &message);
+            default
+        })
+    }
+
+    /// An enum named by a string, read with serde.
+    fn choice<T: DeserializeOwned>(&mut self, key: &str, default: T) -> T {
+        let Some(item) = self.take(key) else {
+            return default;
+        };
+        let mut result = T::deserialize(item.value.clone().into_deserializer());
+        if let (Err(_), Origin::Env { raw: Some(raw), .. }) = (&result, item.origin) {
+            result = T::deserialize(raw.into_deserializer());
+        }
+        match result {
+            Ok(value) => value,
+            Err(e) => {
+                self.problem(&item, None, &self.path(key), e.message());
+                default
+            }
+        }
+    }
+
+    /// An array of strings, each turned into `T` by `parse`. From the
+    /// environment, `a,b` is accepted as well as `["a", "b"]`.
+    fn list<T>(
+        &mut self,
+        key: &str,
+        default: Vec<T>,
+        if_empty: Option<&str>,
+        mut parse: impl FnMut(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        let Some(item) = self.take(key) else {
+            return default;
+        };
+        let path = self.path(key);
+        let mut out = Vec::new();
+        let problems_before = self.ctx.problems.len();
+        match (item.value.get_ref(), item.origin) {
+            (DeValue::Array(elements), _) => {
+                for element in elements.iter() {
+                    let parsed = match element.get_ref() {
+                        DeValue::String(s) => parse(s),
+                        value => Err(format!("expected a string, found {}", describe(value))),
+                    };
+                    match parsed {
+                        Ok(value) => out.push(value),
+                        Err(message) => self.problem(&item, Some(element.span()), &path, &message),
+                    }
+                }
+            }
+            (DeValue::String(s), Origin::Env { .. }) => {
+                for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    match parse(part) {
+                        Ok(value) => out.push(value),
+                        Err(message) => self.problem(&item, None, &path, &message),
+                    }
+                }
+            }
+            (value, _) => {
+                let message = format!(
+                    "expected an array of strings like [\"a\", \"b\"], found {}",
+                    describe(value)
+                );
+                self.problem(&item, None, &path, &message);
+            }
+        }
+        if out.is_empty()
+            && self.ctx.problems.len() == problems_before
+            && let Some(message) = if_empty
+        {
+            self.problem(&item, None, &path, message);
+        }
+        out
+    }
+
+    /// A table of strings, e.g. `[service.types]`, each entry checked by
+    /// `check(key, value)`. `VETO_SECTION__KEY__ENTRY` sets one entry.
+    fn string_table(
+        &mut self,
+        key: &str,
+        mut check: impl FnMut(&str, &str) -> Result<String, String>,
+    ) -> BTreeMap<String, String> {
+        let mut entries: BTreeMap<String, Item<'i>> = BTreeMap::new();
+        if let Some(item) = self.take(key) {
+            match item.value.get_ref() {
+                DeValue::Table(table) => {
+                    let origin = match item.origin {
+                        Origin::Env { var, .. } => Origin::Env { var, raw: None },
+                        Origin::File => Origin::File,
+                    };
+                    for (name, value) in table.iter() {
+                        let entry = Item {
+                            value: value.clone(),
+                            key_span: name.span(),
+                            origin,
+                        };
+                        entries.insert(name.get_ref().to_string(), entry);
+                    }
+                }
+                value => {
+                    let message = format!(
+                        "expected a table like [{}.{key}] with entries name = \"description\", found {}",
+                        self.name,
+                        describe(value)
+                    );
+                    self.problem(&item, None, &self.path(key), &message);
+                }
+            }
+        }
+        for ((k, sub), item) in std::mem::take(&mut self.raw.nested) {
+            if k == key {
+                entries.insert(sub, item);
+            } else {
+                self.raw.nested.insert((k, sub), item);
+            }
+        }
+
+        let mut out = BTreeMap::new();
+        for (name, item) in entries {
+            let path = format!("[{}.{key}] {name}", self.name);
+            match Self::string_of(&item).and_then(|value| check(&name, &value)) {
+                Ok(value) => {
+                    out.insert(name, value);
+                }
+                Err(message) => self.problem(&item, None, &path, &message),
+            }
+        }
+        out
+    }
+
+    /// Warns about every key nobody asked for.
+    fn finish(&mut self) {
+        let name = self.name;
+        for (key, item) in std::mem::take(&mut self.raw.items) {
+            let at = self.ctx.location(item.origin, item.key_span);
+            self.ctx
+                .warnings
+                .push(format!("{at}: unknown key [{name}] {key} ignored"));
+        }
+        for ((key, sub), item) in std::mem::take(&mut self.raw.nested) {
+            let at = self.ctx.location(item.origin, item.key_span);
+            self.ctx
+                .warnings
+                .push(format!("{at}: unknown key [{name}] {key}.{sub} ignored"));
+        }
+    }
+}
+
+/// How a value is named in messages.
+fn describe(value: &DeValue<'_>) -> String {
+    match value {
+        DeValue::String(s) => format!("the string {s:?}"),
+        DeValue::Integer(i) => format!("the number {}", i.as_str()),
+        DeValue::Float(f) => format!("the number {}", f.as_str()),
+        DeValue::Boolean(b) => format!("{b}"),
+        DeValue::Datetime(d) => format!("the date {d}"),
+        DeValue::Array(_) => "an array".to_owned(),
+        DeValue::Table(_) => "a table".to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sections
+// ---------------------------------------------------------------------------
+
+fn read_store(s: &mut SectionReader<'_, '_>, file_dir: Option<&Path>) -> StoreConfig {
+    let config = StoreConfig {
+        url: s.secret("url", check_store_url),
+        data_dir: s.dir("data_dir", "veto-data", file_dir),
+    };
+    s.finish();
+    config
+}
+
+fn read_web(s: &mut SectionReader<'_, '_>) -> WebConfig {
+    let d = WebConfig::default();
+    let config = WebConfig {
+        listen: s.parsed("listen", d.listen, parse_socket_addr),
+        public_url: s.parsed("public_url", d.public_url, |v| {
+            parse_http_url(v, false).map(|url| url.trim_end_matches('/').to_owned())
+        }),
+        trusted_proxies: s.list("trusted_proxies", d.trusted_proxies, None, IpCidr::parse),
+    };
+    s.finish();
+    config
+}
+
+fn read_gateway(s: &mut SectionReader<'_, '_>) -> GatewayConfig {
+    let d = GatewayConfig::default();
+    let config = GatewayConfig {
+        listen: s.parsed("listen", d.listen, parse_socket_addr),
+        inbound_listen: s.parsed("inbound_listen", d.inbound_listen, |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                parse_socket_addr(v).map(Some)
+            }
+        }),
+    };
+    s.finish();
+    config
+}
+
+fn read_delivery(s: &mut SectionReader<'_, '_>) -> DeliveryConfig {
+    let config = DeliveryConfig {
+        upstream: s.parsed("upstream", Upstream::default(), parse_upstream),
+    };
+    s.finish();
+    config
+}
+
+fn read_organisation(s: &mut SectionReader<'_, '_>) -> OrganisationConfig {
+    let d = OrganisationConfig::default();
+    let config = OrganisationConfig {
+        name: s.parsed("name", d.name, |v| non_empty(v.trim())),
+        postal_address: s.string("postal_address", d.postal_address),
+        privacy_url: s.parsed("privacy_url", d.privacy_url, |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                parse_http_url(v, true).map(|url| Some(url.to_owned()))
+            }
+        }),
+        domain: s.parsed("domain", d.domain, parse_domain),
+    };
+    if config.postal_address.trim().is_empty() {
+        s.ctx.warnings.push(
+            "[organisation] postal_address is empty: CAN-SPAM requires a postal address in every \
+             marketing message to US recipients"
+                .to_owned(),
+        );
+    }
+    s.finish();
+    config
+}
+
+fn read_policy(s: &mut SectionReader<'_, '_>) -> PolicyConfig {
+    let d = PolicyConfig::default();
+    let mut jurisdictions = Vec::new();
+    let listed = s.list(
+        "default_jurisdictions",
+        d.default_jurisdictions.clone(),
+        Some("must name at least one of UK, EU, US, CA"),
+        parse_jurisdiction,
+    );
+    for j in listed {
+        if !jurisdictions.contains(&j) {
+            jurisdictions.push(j);
+        }
+    }
+    let config = PolicyConfig {
+        default_jurisdictions: jurisdictions,
+        purchase_after_opt_out: s.choice("purchase_after_opt_out", d.purchase_after_opt_out),
+        charity: s.boolean("charity", d.charity),
+    };
+    s.finish();
+    config
+}
+
+fn read_service(s: &mut SectionReader<'_, '_>) -> ServiceConfig {
+    let d = ServiceConfig::default();
+    let config = ServiceConfig {
+        bulk_threshold: s.count("bulk_threshold", d.bulk_threshold),
+        bulk_window: s.parsed("bulk_window", d.bulk_window, parse_window),
+        types: s.string_table("types", check_service_type),
+    };
+    s.finish();
+    config
+}
+
+fn read_log(s: &mut SectionReader<'_, '_>) -> LogConfig {
+    let d = LogConfig::default();
+    let config = LogConfig {
+        format: s.choice("format", d.format),
+        level: s.parsed("level", d.level, parse_log_level),
+    };
+    s.finish();
+    config
+}
+
+// ---------------------------------------------------------------------------
+// Values
+// ---------------------------------------------------------------------------
+
+fn non_empty(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+fn parse_socket_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| format!("{v:?} is not a socket address like 127.0.0.1:8080 or [::1]:8080"))
+}
+
+/// Checks without quoting: the URL may hold a password.
+fn check_store_url(v: &str) -> Result<(), String> {
+    let scheme = v
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        _ if v.is_empty() => Ok(()),
+        Some("postgres" | "postgresql") if v.len() > "postgres://".len() => Ok(()),
+        _ => Err(
+            "must be empty (SQLite in data_dir) or a PostgreSQL URL like postgres://user:password@host/database"
+                .to_owned(),
+        ),
+    }
+}
+
+/// An absolute http(s) URL; without query or fragment unless `allow_query`.
+fn parse_http_url(v: &str, allow_query: bool) -> Result<&str, String> {
+    let shown = quote_url(v);
+    let bad =
+        |why: &str| format!("{shown} is not an absolute http(s) URL like https://example.org{why}");
+    let Some((scheme, rest)) = v.split_once("://") else {
+        return Err(bad(""));
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(bad(""));
+    }
+    if !v.is_ascii()
+        || v.chars()
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+    {
+        return Err(bad(
+            " (ASCII without spaces: use the xn-- form of the domain and %-escapes)",
+        ));
+    }
+    if !allow_query && (v.contains('?') || v.contains('#')) {
+        return Err(bad(" (without ?query or #fragment)"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(bad(" (without user@)"));
+    }
+    parse_host_port(authority).map_err(|_| bad(""))?;
+    Ok(v)
+}
+
+/// `host` or `host:port`, host being a domain name, IPv4 or `[IPv6]`.
+fn parse_host_port(authority: &str) -> Result<(String, Option<u16>), ()> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or(())?;
+        v6.parse::<Ipv6Addr>().map_err(|_| ())?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or(())?),
+        };
+        (format!("[{v6}]"), port)
+    } else {
+        let (host, port) = match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        };
+        if host.parse::<Ipv4Addr>().is_err() && !is_domain(host) {
+            return Err(());
+        }
+        (host.to_ascii_lowercase(), port)
+    };
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().map_err(|_| ())?)
+        }
+        Some(_) => return Err(()),
+    };
+    Ok((host, port))
+}
+
+/// A DNS name in ASCII (A-label) form: `example.org`, `mail.example.org`.
+fn is_domain(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn parse_domain(v: &str) -> Result<String, String> {
+    if is_domain(v) && v.parse::<Ipv4Addr>().is_err() {
+        Ok(v.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{v:?} is not a domain name like example.org (for non-ASCII names use the xn-- form)"
+        ))
+    }
+}
+
+fn parse_upstream(v: &str) -> Result<Upstream, String> {
+    if v == "maildir" {
+        return Ok(Upstream::Maildir);
+    }
+    let shown = quote_url(v);
+    let scheme_len = "smtp://".len();
+    let rest = match v.get(..scheme_len) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("smtp://") => &v[scheme_len..],
+        _ => {
+            return Err(format!(
+                "{shown} is neither \"maildir\" nor an SMTP relay like smtp://mail.example.org:25"
+            ));
+        }
+    };
+    if rest.contains('@') {
+        // Do not quote: this may be a password.
+        return Err("user names and passwords in the relay URL are not supported".to_owned());
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    match parse_host_port(authority) {
+        Ok((host, Some(port))) if port != 0 => Ok(Upstream::Smtp { host, port }),
+        Ok((host, None)) => Ok(Upstream::Smtp { host, port: 25 }),
+        _ => Err(format!(
+            "{shown} is not an SMTP relay like smtp://mail.example.org:25 (host and port only)"
+        )),
+    }
+}
+
+/// A URL for a message, unless it may carry `user:password@`.
+fn quote_url(v: &str) -> String {
+    if v.contains('@') {
+        "the value (not shown: it may hold a password)".to_owned()
+    } else {
+        format!("{v:?}")
+    }
+}
+
+fn parse_jurisdiction(v: &str) -> Result<String, String> {
+    let upper = v.trim().to_ascii_uppercase();
+    match upper.as_str() {
+        "UK" | "EU" | "US" | "CA" => Ok(upper),
+        _ => Err(format!(
+            "{v:?} is not a jurisdiction veto knows; use UK, EU, US or CA"
+        )),
+    }
+}
+
+/// "24h", "1 day", "PT24H": any span without months or years, longer than
+/// zero.
+fn parse_window(v: &str) -> Result<Duration, String> {
+    let span: jiff::Span = v
+        .parse()
+        .map_err(|_| format!("{v:?} is not a duration like \"24h\", \"1 day\" or \"PT24H\""))?;
+    let duration = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|_| {
+            format!(
+                "{v:?} counts months or years, which vary in length; use weeks or smaller units"
+            )
+        })?;
+    if !duration.is_positive() {
+        return Err(format!("must be longer than zero, not {v:?}"));
+    }
+    Duration::try_from(duration).map_err(|_| format!("{v:?} is out of range"))
+}
+
+fn check_service_type(key: &str, description: &str) -> Result<String, String> {
+    let mut bytes = key.bytes();
+    let key_ok = key.len() <= 40
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !key_ok {
+        return Err(format!(
+            "{key:?} is not a service type name: lower-case letters, digits, _ and -, starting with a letter or digit, at most 40"
+        ));
+    }
+    let description = description.trim();
+    if description.is_empty() {
+        return Err("needs a one-line description, shown to customers".to_owned());
+    }
+    if description.contains(['\n', '\r']) {
+        return Err("the description must be one line".to_owned());
+    }
+    Ok(description.to_owned())
+}
+
+/// A level, or `tracing_subscriber::EnvFilter` directives such as
+/// "info,veto=debug". A bare word must be a level: EnvFilter would take
+/// "verbose" as a target name and log nothing useful.
+fn parse_log_level(v: &str) -> Result<String, String> {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    let bad = || {
+        format!(
+            "{v:?} is not a log level (off, error, warn, info, debug, trace) or filter like \"info,veto=debug\""
+        )
+    };
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(bad());
+    }
+    for directive in v.split(',') {
+        let bare = !directive.contains(['=', '[']);
+        if bare
+            && !LEVELS
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(directive.trim()))
+        {
+            return Err(bad());
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(v).map_err(|_| bad())?;
+    Ok(v.to_owned())
+}
+
+// ---------------------------------------------------------------------------
+// `veto init`
+// ---------------------------------------------------------------------------
+
+/// The configuration file `veto init` writes: every key with its default
+/// and what it does.
+pub fn commented_default_toml() -> String {
+    COMMENTED_DEFAULT.to_owned()
+}
+
+const COMMENTED_DEFAULT: &str = r#"# veto configuration. Every key is shown with its default value.
+# Any key can also be set by an environment variable VETO_SECTION__KEY, which
+# wins over this file: VETO_WEB__LISTEN=0.0.0.0:8080,
+# VETO_POLICY__DEFAULT_JURISDICTIONS='["UK"]', VETO_SERVICE__TYPES__BILLING="Bills".
+
+[store]
+# Database: empty = SQLite (veto.db in data_dir); postgres://user:password@host/db to share one between nodes.
+url = ""
+# Directory for veto's data; a relative path is taken from this file's directory.
+data_dir = "veto-data"
+
+[web]
+# Address the web server (preference centre, unsubscribe, admin API) listens on.
+listen = "127.0.0.1:8080"
+# How customers reach the web server: the base of unsubscribe and preference links in mail.
+public_url = "http://127.0.0.1:8080"
+# Reverse proxies (IP addresses or networks like "10.0.0.0/8") whose forwarded client address is believed.
+trusted_proxies = []
+
+[gateway]
+# Address of the SMTP submission server that your existing mail tools send through.
+listen = "127.0.0.1:2525"
+# Address of the SMTP listener for mail to veto's own addresses (unsubscribe+…@, bounces+…@); empty = off.
+inbound_listen = ""
+
+[delivery]
+# Where admitted mail goes: "maildir" (a local Maildir, for trying veto out) or your MTA as smtp://host:port.
+upstream = "maildir"
+
+[organisation]
+# Your organisation's name, shown to customers.
+name = "Example Organisation"
+# Postal address printed in every marketing footer (CAN-SPAM requires one for US recipients).
+postal_address = ""
+# Link to your privacy notice, shown on customer pages; empty = none.
+privacy_url = ""
+# Domain of veto's own addresses (unsubscribe+…@, bounces+…@) and of List-Id headers.
+domain = "example.org"
+
+[policy]
+# Rules applied to contacts whose jurisdiction is unknown: any of "UK", "EU", "US", "CA"; the strictest wins.
+default_jurisdictions = ["UK", "EU"]
+# After an opt-out, a later purchase: "stays_opted_out", or "new_basis" (a fresh basis for the soft opt-in).
+purchase_after_opt_out = "stays_opted_out"
+# true if the organisation is a charity, which may use the soft opt-in for supporters (PECR reg 22(3A)).
+charity = false
+
+[service]
+# A service send to more recipients than this within bulk_window waits for a DPO's approval.
+bulk_threshold = 100
+# The window for bulk_threshold, like "24h", "1 day" or "PT24H".
+bulk_window = "24h"
+
+# Service message types that may be sent without marketing consent: name = one-line description shown to customers.
+[service.types]
+# billing = "Bills and receipts for things you bought"
+# security = "Security alerts about your account"
+
+[log]
+# Log format: "text" for people, "json" for log collectors.
+format = "text"
+# What to log: a level (error, warn, info, debug, trace) or filter directives like "info,veto=debug".
+level = "info"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// A directory with `veto.toml` holding `text`.
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("veto.toml");
+        std::fs::write(&path, text).expect("write config");
+        (dir, path)
+    }
+
+    fn load_file(
+        text: &str,
+        vars: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Result<Loaded, ConfigErrors>) {
+        let (dir, path) = file(text);
+        let result = load_from(Some(&path), env(vars));
+        (dir, result)
+    }
+
+    fn ok(result: Result<Loaded, ConfigErrors>) -> Loaded {
+        match result {
+            Ok(loaded) => loaded,
+            Err(errors) => panic!("expected a config, got:\n{errors}"),
+        }
+    }
+
+    fn errors(result: Result<Loaded, ConfigErrors>) -> Vec<String> {
+        match result {
+            Ok(loaded) => panic!("expected problems, got {loaded:?}"),
+            Err(ConfigErrors(problems)) => problems,
+        }
+    }
+
+    fn postal_warning_only(warnings: &[String]) {
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(warnings[0].contains("postal_address"), "{warnings:#?}");
+    }
+
+    fn defaults_in(dir: &Path) -> Config {
+        let mut config = Config::default();
+        config.store.data_dir = dir.join("veto-data");
+        config
+    }
+
+    #[test]
+    fn defaults_when_no_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("veto.toml");
+        let loaded = ok(load_inner(
+            None,
+            &missing,
+            env(&[("HOME", "/root")]),
+            vec![],
+        ));
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(loaded.config, defaults_in(&cwd));
+        assert_eq!(loaded.config.source, None);
+        assert_eq!(
+            loaded.config.store.database_path(),
+            Some(cwd.join("veto-data").join("veto.db"))
+        );
+        postal_warning_only(&loaded.warnings);
+    }
+
+    #[test]
+    fn default_file_is_read_when_present() {
+        let (_dir, path) = file("[web]\nlisten = \"127.0.0.1:9000\"\n");
+        let loaded = ok(load_inner(None, &path, vec![], vec![]));
+        assert_eq!(
+            loaded.config.web.listen,
+            "127.0.0.1:9000".parse().expect("addr")
+        );
+        assert_eq!(loaded.config.source, Some(path));
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let (dir, result) = load_file(
+            r#"
+[store]
+url = "postgres://veto@db/veto"
+[web]
+listen = "0.0.0.0:80"
+public_url = "https://veto.example.com/"
+trusted_proxies = ["10.0.0.0/8", "127.0.0.1", "::1"]
+[gateway]
+inbound_listen = "0.0.0.0:25"
+[delivery]
+upstream = "smtp://mta.internal:2525"
+[organisation]
+name = "Acme"
+postal_address = "1 High St, London"
+privacy_url = "https://acme.example/privacy?lang=en"
+domain = "Acme.Example"
+[policy]
+default_jurisdictions = ["us", "CA", "US"]
+purchase_after_opt_out = "new_basis"
+charity = true
+[service]
+bulk_threshold = 5
+bulk_window = "1 day"
+[service.types]
+billing = "Bills and receipts"
+security-alerts = " Sign-ins from new devices "
+[log]
+format = "json"
+level = "info,veto=debug"
+"#,
+            &[],
+        );
+        let loaded = ok(result);
+        let c = &loaded.config;
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(c.store.url.expose(), "postgres://veto@db/veto");
+        assert_eq!(c.store.database_path(), None);
+        assert_eq!(c.store.data_dir, dir.path().join("veto-data"));
+        assert_eq!(c.web.listen, "0.0.0.0:80".parse().expect("addr"));
+        assert_eq!(c.web.public_url, "https://veto.example.com");
+        let proxies: Vec<String> = c
+            .web
+            .trusted_proxies
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+        assert_eq!(c.gateway.listen, GatewayConfig::default().listen);
+        assert_eq!(
+            c.gateway.inbound_listen,
+            Some("0.0.0.0:25".parse().expect("addr"))
+        );
+        assert_eq!(
+            c.delivery.upstream,
+            Upstream::Smtp {
+                host: "mta.internal".into(),
+                port: 2525
+            }
+        );
+        assert_eq!(c.organisation.name, "Acme");
+        assert_eq!(
+            c.organisation.privacy_url.as_deref(),
+            Some("https://acme.example/privacy?lang=en")
+        );
+        assert_eq!(c.organisation.domain, "acme.example");
+        assert_eq!(c.policy.default_jurisdictions, ["US", "CA"]);
+        assert_eq!(
+            c.policy.purchase_after_opt_out,
+            PurchaseAfterOptOut::NewBasis
+        );
+        assert!(c.policy.charity);
+        assert_eq!(c.service.bulk_threshold, 5);
+        assert_eq!(c.service.bulk_window, Duration::from_secs(86_400));
+        assert_eq!(c.service.types["billing"], "Bills and receipts");
+        assert_eq!(
+            c.service.types["security-alerts"],
+            "Sign-ins from new devices"
+        );
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, "info,veto=debug");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let (_dir, result) = load_file(
+            "[web]\nlisten = \"127.0.0.1:9000\"\n[service.types]\nbilling = \"Bills\"\nsecurity = \"Alerts\"\n",
+            &[
+                ("VETO_WEB__LISTEN", "127.0.0.1:9100"),
+                ("VETO_POLICY__DEFAULT_JURISDICTIONS", r#"["UK"]"#),
+                ("VETO_POLICY__CHARITY", "true"),
+                ("VETO_SERVICE__BULK_THRESHOLD", "7"),
+                ("VETO_SERVICE__BULK_WINDOW", "PT2H"),
+                ("VETO_SERVICE__TYPES__BILLING", "Invoices"),
+                ("VETO_SERVICE__TYPES__OUTAGE", "\"Service outages\""),
+                ("VETO_ORGANISATION__NAME", "2024"),
+                (
+                    "VETO_ORGANISATION__POSTAL_ADDRESS",
+                    "1 Main St, Springfield",
+                ),
+                ("VETO_LOG__FORMAT", "json"),
+                ("VETO_WEB__TRUSTED_PROXIES", "10.0.0.0/8, 192.168.0.1"),
+            ],
+        );
+        let loaded = ok(result);
+        let c = &loaded.config;
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(c.web.listen, "127.0.0.1:9100".parse().expect("addr"));
+        assert_eq!(c.policy.default_jurisdictions, ["UK"]);
+        assert!(c.policy.charity);
+        assert_eq!(c.service.bulk_threshold, 7);
+        assert_eq!(c.service.bulk_window, Duration::from_secs(7200));
+        assert_eq!(
+            c.service.types,
+            BTreeMap::from([
+                ("billing".to_owned(), "Invoices".to_owned()),
+                ("outage".to_owned(), "Service outages".to_owned()),
+                ("security".to_owned(), "Alerts".to_owned()),
+            ])
+        );
+        // "2024" parses as a TOML number, but a name is a string.
+        assert_eq!(c.organisation.name, "2024");
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.web.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let (_dir, result) = load_file(
+            r#"
+[web]
+listen = "abc"
+[policy]
+default_jurisdictions = ["UK", "XX"]
+purchase_after_opt_out = "maybe"
+[service]
+bulk_threshold = "lots"
+bulk_window = "0s"
+[service.types]
+"Bad Name" = "x"
+empty = ""
+"#,
+            &[
+                ("VETO_GATEWAY__LISTEN", "nowhere"),
+                ("VETO_DELIVERY__UPSTREAM", "smtp://"),
+            ],
+        );
+        let problems = errors(result);
+        let expect = [
+            (
+                "veto.toml:3:10: [web] listen",
+                "\"abc\" is not a socket address like 127.0.0.1:8080",
+            ),
+            ("veto.toml:5:32: [policy] default_jurisdictions", "\"XX\""),
+            (
+                "veto.toml:6:26: [policy] purchase_after_opt_out",
+                "stays_opted_out",
+            ),
+            ("veto.toml:8:18: [service] bulk_threshold", "whole number"),
+            ("veto.toml:9:15: [service] bulk_window", "longer than zero"),
+            ("[service.types] Bad Name", "not a service type name"),
+            ("[service.types] empty", "description"),
+            ("VETO_GATEWAY__LISTEN: [gateway] listen", "\"nowhere\""),
+            ("VETO_DELIVERY__UPSTREAM: [delivery] upstream", "smtp://"),
+        ];
+        for (prefix, text) in expect {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains(prefix) && p.contains(text)),
+                "no problem {prefix:?} … {text:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+        let shown = ConfigErrors(problems).to_string();
+        assert!(
+            shown.starts_with("the configuration has 9 problems:\n  "),
+            "{shown}"
+        );
+        assert_eq!(shown.lines().count(), 10);
+    }
+
+    #[test]
+    fn unknown_keys_and_variables_are_warnings() {
+        let (_dir, result) = load_file(
+            "stray = 1\n[web]\nlisen = \"x\"\n[nonsense]\na = 1\n[service.types]\nbilling = \"Bills\"\n",
+            &[
+                ("VETO_WEB__LISTN", "x"),
+                ("VETO_NOPE__KEY", "x"),
+                ("VETO_JUNK", "x"),
+                ("VETO_POLICY__CHARITY__DEEP", "x"),
+                ("VETO_TEST_POSTGRES_URL", "postgres://x"),
+                ("PATH", "/bin"),
+                ("VETO_ORGANISATION__POSTAL_ADDRESS", "1 Main St"),
+            ],
+        );
+        let warnings = ok(result).warnings;
+        let expect = [
+            "veto.toml:1:1: unknown top-level key \"stray\"",
+            "veto.toml:3:1: unknown key [web] lisen",
+            "veto.toml:4:2: unknown section [nonsense]",
+            "VETO_WEB__LISTN: unknown key [web] listn",
+            "VETO_NOPE__KEY: unknown section [nope]",
+            "VETO_JUNK: not a configuration key",
+            "VETO_POLICY__CHARITY__DEEP: unknown key [policy] charity.deep",
+        ];
+        for text in expect {
+            assert!(
+                warnings.iter().any(|w| w.contains(text)),
+                "no warning {text:?} in {warnings:#?}"
+            );
+        }
+        assert_eq!(warnings.len(), expect.len(), "{warnings:#?}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let password = "hunter2-s3cret";
+        let (_dir, result) = load_file(
+            &format!("[store]\nurl = \"postgres://veto:{password}@db/veto\"\n"),
+            &[],
+        );
+        let loaded = ok(result);
+        assert!(loaded.config.store.url.expose().contains(password));
+        for shown in [
+            format!("{:?}", loaded.config),
+            format!("{loaded:?}"),
+            format!("{}", loaded.config.store.url),
+        ] {
+            assert!(!shown.contains(password), "{shown}");
+            assert!(shown.contains("[redacted]"), "{shown}");
+        }
+
+        // Nor in problems or warnings about it, even with a wrong scheme.
+        let (_dir, result) = load_file(
+            &format!(
+                "[store]\nurl = \"mysql://root:{password}@db\"\nulr = \"{password}\"\n[delivery]\nupstream = \"smtps://u:{password}@mta:25\"\n[web]\npublic_url = \"htp://u:{password}@x\"\n"
+            ),
+            &[],
+        );
+        let problems = errors(result);
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(
+            problems.iter().all(|p| !p.contains(password)),
+            "{problems:#?}"
+        );
+        let (_dir, result) = load_file(&format!("[store]\nulr = \"{password}\"\n"), &[]);
+        let warnings = ok(result).warnings;
+        assert!(
+            warnings.iter().any(|w| w.contains("[store] ulr")),
+            "{warnings:#?}"
+        );
+        assert!(
+            warnings.iter().all(|w| !w.contains(password)),
+            "{warnings:#?}"
+        );
+    }
+
+    #[test]
+    fn relative_data_dir_is_taken_from_the_file_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sub = dir.path().join("etc");
+        std::fs::create_dir(&sub).expect("mkdir");
+        let path = sub.join("veto.toml");
+
+        std::fs::write(&path, "[store]\ndata_dir = \"data\"\n").expect("write");
+        let loaded = ok(load_from(Some(&path), vec![]));
+        assert_eq!(loaded.config.store.data_dir, sub.join("data"));
+        assert_eq!(
+            loaded.config.store.database_path(),
+            Some(sub.join("data").join("veto.db"))
+        );
+
+        std::fs::write(&path, "[store]\n").expect("write");
+        let loaded = ok(load_from(Some(&path), vec![]));
+        assert_eq!(loaded.config.store.data_dir, sub.join("veto-data"));
+
+        let absolute = dir.path().join("elsewhere");
+        let text = format!("[store]\ndata_dir = {:?}\n", absolute.display().to_string());
+        std::fs::write(&path, text).expect("write");
+        let loaded = ok(load_from(Some(&path), vec![]));
+        assert_eq!(loaded.config.store.data_dir, absolute);
+
+        // From the environment: the current directory.
+        let loaded = ok(load_from(
+            Some(&path),
+            env(&[("VETO_STORE__DATA_DIR", "from-env")]),
+        ));
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(loaded.config.store.data_dir, cwd.join("from-env"));
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let (_dir, result) = load_file(
+            "[web]\nlisten = \"127.0.0.1:8080\"\npublic_url = https://x\n",
+            &[],
+        );
+        let problems = errors(result);
+        assert!(!problems.is_empty());
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.contains("veto.toml:3:") && p.contains("TOML syntax error")),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nope.toml");
+        let problems = errors(load_from(Some(&path), vec![]));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].contains(&path.display().to_string()),
+            "{problems:#?}"
+        );
+        assert!(problems[0].contains("not found"), "{problems:#?}");
+    }
+
+    #[test]
+    fn commented_default_parses_back_to_the_defaults() {
+        let (dir, path) = file(&commented_default_toml());
+        let loaded = ok(load_from(Some(&path), vec![]));
+        let mut expected = defaults_in(dir.path());
+        expected.source = Some(path);
+        assert_eq!(loaded.config, expected);
+        // The same warning as having no file at all, and no unknown keys.
+        postal_warning_only(&loaded.warnings);
+
+        // Every key is in it.
+        let text = commented_default_toml();
+        for key in [
+            "url",
+            "data_dir",
+            "listen",
+            "public_url",
+            "trusted_proxies",
+            "inbound_listen",
+            "upstream",
+            "name",
+            "postal_address",
+            "privacy_url",
+            "domain",
+            "default_jurisdictions",
+            "purchase_after_opt_out",
+            "charity",
+            "bulk_threshold",
+            "bulk_window",
+            "format",
+            "level",
+            "# billing",
+            "# security",
+        ] {
+            assert!(text.contains(&format!("\n{key} = ")), "{key} missing");
+        }
+    }
+
+    #[test]
+    fn load_reads_the_process_environment_safely() {
+        // Whatever the environment holds, `load` must not panic; a missing
+        // explicit file is reported.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("missing.toml");
+        let problems = errors(load(Some(&path)));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(&path.display().to_string())),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn wrong_shapes_are_problems() {
+        let (_dir, result) = load_file(
+            "web = 5\n[service]\ntypes = \"billing\"\n[policy]\ndefault_jurisdictions = \"UK\"\ncharity = \"yes\"\n",
+            &[],
+        );
+        let problems = errors(result);
+        for text in [
+            "veto.toml:1:1: [web] must be a table",
+            "[service] types: expected a table",
+            "[policy] default_jurisdictions: expected an array of strings",
+            "[policy] charity: expected true or false, found the string \"yes\"",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(text)),
+                "no {text:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn env_can_set_a_whole_table() {
+        let (_dir, result) = load_file(
+            "[service.types]\nbilling = \"Bills\"\n",
+            &[(
+                "VETO_SERVICE__TYPES",
+                r#"{ security = "Alerts", outage = "Outages" }"#,
+            )],
+        );
+        let types = ok(result).config.service.types;
+        assert_eq!(types.keys().collect::<Vec<_>>(), ["outage", "security"]);
+    }
+
+    #[test]
+    fn listeners_must_not_clash() {
+        let (_dir, result) = load_file(
+            "[web]\nlisten = \"0.0.0.0:2525\"\n",
+            &[("VETO_GATEWAY__INBOUND_LISTEN", "127.0.0.1:0")],
+        );
+        let problems = errors(result);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("[gateway] listen: 127.0.0.1:2525 clashes with [web] listen")
+        );
+    }
+
+    #[test]
+    fn empty_jurisdictions_are_refused() {
+        let (_dir, result) = load_file("[policy]\ndefault_jurisdictions = []\n", &[]);
+        let problems = errors(result);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("at least one"));
+
+        // An unknown one is reported as that, not also as "empty".
+        let (_dir, result) = load_file("[policy]\ndefault_jurisdictions = [\"XX\"]\n", &[]);
+        let problems = errors(result);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("\"XX\""), "{problems:#?}");
+    }
+
+    #[test]
+    fn values_are_parsed() {
+        assert!(parse_socket_addr("[::1]:8080").is_ok());
+        assert!(parse_socket_addr("localhost:8080").is_err());
+
+        assert_eq!(parse_window("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_window("1 week"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_window("90m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_window("1 month").is_err());
+        assert!(parse_window("-1h").is_err());
+        assert!(parse_window("soon").is_err());
+
+        assert_eq!(
+            parse_upstream("smtp://[::1]:25"),
+            Ok(Upstream::Smtp {
+                host: "[::1]".into(),
+                port: 25
+            })
+        );
+        assert_eq!(
+            parse_upstream("SMTP://Mail.Example.org"),
+            Ok(Upstream::Smtp {
+                host: "mail.example.org".into(),
+                port: 25
+            })
+        );
+        for bad in [
+            "smtp://host:0",
+            "smtp://host:99999",
+            "smtp://host/path",
+            "lmtp://x",
+            "Maildir",
+            "smtp://a b",
+        ] {
+            assert!(parse_upstream(bad).is_err(), "{bad}");
+        }
+
+        assert!(parse_http_url("https://example.org/veto", false).is_ok());
+        assert!(parse_http_url("http://[::1]:8080", false).is_ok());
+        for bad in [
+            "example.org",
+            "ftp://example.org",
+            "https://",
+            "https://x.org/?a=1",
+            "https://u@x.org",
+            "https://x.org:port",
+            "https://bad_host",
+        ] {
+            assert!(parse_http_url(bad, false).is_err(), "{bad}");
+        }
+
+        assert!(check_service_type("a", "x").is_ok());
+        assert!(check_service_type(&"a".repeat(40), "x").is_ok());
+        assert!(check_service_type(&"a".repeat(41), "x").is_err());
+        assert!(check_service_type("_a", "x").is_err());
+        assert!(check_service_type("a", "two\nlines").is_err());
+
+        assert!(parse_log_level("DEBUG").is_ok());
+        assert!(parse_log_level("warn,veto::gateway=trace").is_ok());
+        assert!(parse_log_level("verbose").is_err());
+        assert!(parse_log_level("").is_err());
+
+        assert!(parse_domain("example.org").is_ok());
+        assert!(parse_domain("-x.org").is_err());
+        assert!(parse_domain("1.2.3.4").is_err());
+    }
+
+    #[test]
+    fn cidr_contains() {
+        let net = IpCidr::parse("10.0.0.0/8").expect("cidr");
+        assert!(net.contains("10.255.0.1".parse().expect("ip")));
+        assert!(net.contains("::ffff:10.1.2.3".parse().expect("ip")));
+        assert!(!net.contains("11.0.0.1".parse().expect("ip")));
+        let one = IpCidr::parse("::1").expect("cidr");
+        assert!(one.contains("::1".parse().expect("ip")));
+        assert!(!one.contains("::2".parse().expect("ip")));
+        let all = IpCidr::parse("0.0.0.0/0").expect("cidr");
+        assert!(all.contains("192.0.2.1".parse().expect("ip")));
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "::1/129",
+            "host",
+            "10.0.0.0/+8",
+        ] {
+            assert!(IpCidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

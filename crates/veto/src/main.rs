@@ -1,0 +1,175 @@
+//! `veto`: the command line. Reads the configuration, opens the store and
+//! runs one command; the work itself lives in the library crates.
+
+mod app;
+mod commands;
+mod config;
+mod import;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "veto",
+    version,
+    about = "Consent-first marketing mail: nothing reaches a person who said no."
+)]
+struct Cli {
+    /// The configuration file (default: ./veto.toml if it exists, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a commented configuration and create the data directory.
+    Init {
+        /// Where to put veto.toml and veto-data/ (default: the current directory).
+        dir: Option<PathBuf>,
+    },
+    /// Check the configuration and the store; report every problem at once.
+    Check,
+    /// Topics: the kinds of marketing a person can agree to, each on its own.
+    #[command(subcommand)]
+    Topics(TopicsCmd),
+    /// Wordings: the exact consent texts people are shown.
+    #[command(subcommand)]
+    Wordings(WordingsCmd),
+    /// API keys for sending tools and the organisation's systems.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Import contacts and their consent history from CSV.
+    #[command(subcommand)]
+    Import(ImportCmd),
+    /// Why may (or may not) this person be sent this message?
+    Why(WhyArgs),
+    /// Everything veto holds about a person, as JSON (GDPR Art 15 and 20).
+    Export { email: String },
+    /// Erase a person's data, keeping only a keyed-hash suppression entry (GDPR Art 17).
+    Erase { email: String },
+    /// The tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum TopicsCmd {
+    /// Add a topic.
+    Add {
+        /// Lower-case letters, digits and hyphens, e.g. product-news.
+        key: String,
+        /// What people see, e.g. "Product news".
+        #[arg(long)]
+        name: String,
+        /// One plain sentence about what it is and how often.
+        #[arg(long)]
+        description: String,
+        /// The similar-products group (a purchase in it gives a soft opt-in).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// List the topics.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum WordingsCmd {
+    /// Store a consent text; prints its id (the same text gives the same id).
+    Add {
+        #[arg(long)]
+        text: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create an API key; it is printed once and only its hash is kept.
+    Create {
+        /// viewer, marketer, service-sender, dpo or admin.
+        #[arg(long)]
+        role: String,
+        /// The topic this key's mail is classified as by default.
+        #[arg(long)]
+        default_topic: Option<String>,
+    },
+    /// Start signing unsubscribe links with a new key; old links keep working.
+    RotateTokenKey,
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// Import contacts with consent events from a CSV file.
+    Contacts(ImportArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    file: PathBuf,
+    /// veto (default), listmonk or mailchimp.
+    #[arg(long, default_value = "veto")]
+    format: String,
+    /// For listmonk and mailchimp files: the topic their subscription status means.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Check everything and report, but import nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Import nothing unless every row can be imported.
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Args)]
+struct WhyArgs {
+    email: Option<String>,
+    /// The topic of the message.
+    #[arg(long, required_unless_present = "message")]
+    topic: Option<String>,
+    /// email (default), sms, phone or post.
+    #[arg(long, default_value = "email")]
+    channel: String,
+    /// A past message (its Message-ID): why did it go, or not, to each recipient?
+    #[arg(long, conflicts_with = "topic")]
+    message: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Recompute every hash chain and name the first bad event.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
