@@ -23,7 +23,7 @@ pub const SCHEMA_VERSION: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the store could not be reached or answered with an error: {0}")]
+    #[error("the store could not be reached or answered with an error")]
     Database(#[from] sqlx::Error),
     #[error(
         "the store's schema is version {found}, but this veto understands up to {supported}; upgrade veto"
@@ -151,7 +151,10 @@ impl Store {
     pub async fn open(url: &str, sqlite_path: &Path) -> Result<Store> {
         if url.is_empty() {
             Store::open_sqlite(sqlite_path).await
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        } else if ["postgres://", "postgresql://"].iter().any(|p| {
+            url.get(..p.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(p))
+        }) {
             Store::open_postgres(url, None).await
         } else {
             Err(StoreError::Invalid(

@@ -78,9 +78,24 @@ async fn init(dir: PathBuf) -> Result<ExitCode> {
         })?;
     f.write_all(config::commented_default_toml().as_bytes())?;
     f.sync_all()?;
-    let config = app::load_config(Some(&file))?;
-    let store = app::open_store(&config).await?;
-    store.close().await;
+    // If the configuration (with the environment) or the store cannot be
+    // used, take the new file away again, so that `veto init` can be re-run.
+    let opened = async {
+        let config = app::load_config(Some(&file))?;
+        let store = app::open_store(&config).await?;
+        store.close().await;
+        anyhow::Ok(config)
+    };
+    let config = match opened.await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&file);
+            return Err(e.context(format!(
+                "veto init did not complete; {} was removed",
+                file.display()
+            )));
+        }
+    };
     println!("wrote {}", file.display());
     println!("created the store in {}", config.store.data_dir.display());
     println!();
@@ -312,12 +327,17 @@ async fn import_contacts(app: &App, args: ImportArgs) -> Result<ExitCode> {
                         summary.created += usize::from(created);
                     }
                     AppendOutcome::Refused(r) => {
-                        bar.suspend(|| {
-                            eprintln!(
+                        bar.suspend(|| match r.reason {
+                            veto_core::Reason::Suppressed | veto_core::Reason::Erased => eprintln!(
+                                "line {line}: not imported: {} ({}); veto keeps only a keyed hash of this address",
+                                r.reason,
+                                r.rule.id()
+                            ),
+                            _ => eprintln!(
                                 "line {line}: refused: {} ({}); only the person can change that",
                                 r.reason,
                                 r.rule.id()
-                            )
+                            ),
                         });
                         *summary.refused.entry(r.reason.to_string()).or_default() += 1;
                     }
@@ -572,6 +592,7 @@ async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
         None => vec![],
     };
     let names = topic_names(&app.store).await?;
+    let suppressed = app.store.is_suppressed(&email).await?;
     let deciding = decision
         .event()
         .and_then(|id| events.iter().find(|e| e.event.id == id));
@@ -604,6 +625,7 @@ async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
             "jurisdiction": jurisdiction.map(|j| j.as_str()),
             "jurisdictions": jurisdictions,
             "known": contact.is_some(),
+            "suppressed_since": suppressed.map(|t| t.to_string()),
             "event": deciding.map(|e| event_json(e, &names)),
             "wording": wording.map(|w| json!({"id": w.id.0, "text": w.text, "sha256": w.hash})),
             "history": events.iter().map(|e| event_json(e, &names)).collect::<Vec<_>>(),
@@ -638,7 +660,13 @@ async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
     }
     match deciding {
         Some(e) => println!("because: {}", describe(e, &names)),
-        None if contact.is_none() => println!("because: veto has no record of this address"),
+        None if contact.is_none() => match suppressed {
+            Some(at) => println!(
+                "because: the address was erased on {}; a keyed hash of it keeps it suppressed",
+                when(at)
+            ),
+            None => println!("because: veto has no record of this address"),
+        },
         None => {}
     }
     if let Some(w) = wording {
