@@ -56,6 +56,11 @@ pub enum MessageClass<'a> {
     Marketing(&'a Topic),
     /// A declared service message (bill, security alert): no consent needed.
     Service,
+    /// A message the person asked for just now on veto's own pages (a
+    /// double opt-in confirmation, a link to their data). Only veto's web
+    /// flows send it, never a tool or the API; it goes even to an address on
+    /// the suppression list, because the person asked (not to a bounced one).
+    Requested,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +123,8 @@ pub enum Rule {
     VetoService,
     /// veto: limits and pauses the person set can only be loosened by them.
     VetoPersonOnly,
+    /// veto: a message the person asked for on veto's pages.
+    VetoRequested,
 }
 
 impl Rule {
@@ -148,6 +155,7 @@ impl Rule {
             Rule::VetoPostal => "VETO-POSTAL",
             Rule::VetoService => "VETO-SERVICE",
             Rule::VetoPersonOnly => "VETO-PERSON-ONLY",
+            Rule::VetoRequested => "VETO-REQUESTED",
         }
     }
 }
@@ -331,6 +339,7 @@ fn decide_inner(
             }
             return Ok(allow(Rule::VetoService, None));
         }
+        MessageClass::Requested => return Ok(allow(Rule::VetoRequested, None)),
         MessageClass::Marketing(topic) => topic,
     };
     if !state.known && state.facts.is_empty() {

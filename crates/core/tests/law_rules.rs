@@ -44,6 +44,7 @@ fn law_rules_on_in_memory_state() {
                 MessageClass::Marketing(&t)
             }
             Class::Service => MessageClass::Service,
+            Class::Requested => MessageClass::Requested,
         };
         let decision = decide(
             &state,
@@ -107,6 +108,7 @@ fn every_rule_id_in_the_table_is_a_real_rule_or_an_ignored_case() {
         "VETO-EXPRESS-ONLY",
         "VETO-POSTAL",
         "VETO-SERVICE",
+        "VETO-REQUESTED",
     ];
     for case in cases().iter().filter(|c| c.ignored.is_none()) {
         let rule = match case.expect {

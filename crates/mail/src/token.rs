@@ -59,7 +59,14 @@ pub enum Purpose {
     Unsubscribe,
     Preferences,
     Bounce,
+    /// A double opt-in confirmation (the claims' contact is the pending signup).
     Confirm,
+    /// Confirms a request to download one's data (message = expiry, in minutes since the epoch).
+    ConfirmDownload,
+    /// Confirms a request to erase one's data (message = expiry, in minutes since the epoch).
+    ConfirmErase,
+    /// The anti-forgery field of a form veto rendered (message = render time, in minutes since the epoch).
+    Form,
 }
 
 impl Purpose {
@@ -71,6 +78,9 @@ impl Purpose {
             Purpose::Preferences => 2,
             Purpose::Bounce => 3,
             Purpose::Confirm => 4,
+            Purpose::ConfirmDownload => 5,
+            Purpose::ConfirmErase => 6,
+            Purpose::Form => 7,
         }
     }
 }

@@ -5,9 +5,11 @@
 //! backend by [`backend!`]; `Store` is the one place that dispatches.
 
 mod chain;
+pub mod guard;
 mod model;
 
 pub use chain::{PARTITIONS, VerifyProblem, VerifyReport};
+pub use guard::{Admitted, Guard, GuardClass};
 pub use model::*;
 
 use std::path::Path;
@@ -224,6 +226,11 @@ impl Store {
 
     pub async fn find_contact(&self, email: &EmailAddress) -> Result<Option<Contact>> {
         dispatch!(self, find_contact(email))
+    }
+
+    /// A contact by id (an erased one has no address left).
+    pub async fn contact(&self, id: ContactId) -> Result<Option<Contact>> {
+        dispatch!(self, contact(id))
     }
 
     /// The contact's ledger events with their evidence, oldest first.

@@ -922,6 +922,11 @@ pub(crate) async fn find_contact(b: &Backend, email: &EmailAddress) -> Result<Op
     row.as_ref().map(contact_from_row).transpose()
 }
 
+pub(crate) async fn contact(b: &Backend, id: ContactId) -> Result<Option<Contact>> {
+    let row = sqlx::query("SELECT * FROM contacts WHERE id = $1").bind(id.0).fetch_optional(&b.read).await?;
+    row.as_ref().map(contact_from_row).transpose()
+}
+
 const EVENT_SELECT: &str = "SELECT e.*, pd.body AS pd_body FROM events e LEFT JOIN personal_data pd ON pd.id = e.pd_id";
 
 fn stored_event(r: &DbRow) -> Result<StoredEvent> {

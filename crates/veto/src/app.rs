@@ -64,3 +64,75 @@ pub fn policy_settings(config: &Config) -> PolicySettings {
         charity: config.policy.charity,
     }
 }
+
+/// What the web side needs from the configuration.
+pub fn web_settings(config: &Config) -> veto_web::WebSettings {
+    let o = &config.organisation;
+    veto_web::WebSettings {
+        public_url: config.web.public_url.clone(),
+        organisation: veto_web::Organisation {
+            name: o.name.clone(),
+            postal_address: o.postal_address.clone(),
+            privacy_url: o.privacy_url.clone(),
+        },
+        trusted_proxies: veto_web::TrustedProxies(
+            config.web.trusted_proxies.iter().map(|c| (c.addr(), c.prefix_len())).collect(),
+        ),
+        service_types: config
+            .service
+            .types
+            .iter()
+            .map(|(key, description)| veto_core::ServiceType { key: key.clone(), description: description.clone() })
+            .collect(),
+    }
+}
+
+/// Structured logs to stderr, as `[log]` says (`RUST_LOG` wins when set).
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        config::LogFormat::Json => builder.json().try_init(),
+        config::LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Resolves on Ctrl-C or SIGTERM: stop taking new work, finish what is in flight.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// veto's own messages (confirmation links) go through the guard to the
+/// configured delivery. Today that is the maildir in the data directory.
+pub fn mailer(app: &App) -> Result<veto_sender::Mailer> {
+    let outbox = match &app.config.delivery.upstream {
+        config::Upstream::Maildir => app.config.store.data_dir.join("outbox"),
+        other => anyhow::bail!(
+            "[delivery] upstream = {other}: SMTP delivery comes with the gateway, which is not built yet; use \"maildir\""
+        ),
+    };
+    let maildir = veto_sender::Maildir::open(&outbox)
+        .with_context(|| format!("cannot create the outbox {}", outbox.display()))?;
+    let guard = veto_store::Guard::new(app.store.clone(), app.policy());
+    Ok(veto_sender::Mailer::new(guard, maildir, &app.config.organisation.name, &app.config.organisation.domain))
+}

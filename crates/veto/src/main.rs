@@ -34,6 +34,15 @@ enum Command {
     },
     /// Check the configuration and the store; report every problem at once.
     Check,
+    /// Serve the customer pages and one-click unsubscribe (`[web] listen`).
+    Serve,
+    /// Print a person's one-click unsubscribe link (for support staff).
+    Link {
+        email: String,
+        /// Unsubscribe from this topic only (default: all marketing).
+        #[arg(long)]
+        topic: Option<String>,
+    },
     /// Topics: the kinds of marketing a person can agree to, each on its own.
     #[command(subcommand)]
     Topics(TopicsCmd),

@@ -224,6 +224,7 @@ impl Ev {
 pub enum Class {
     Marketing(&'static str),
     Service,
+    Requested,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,7 +335,7 @@ impl Case {
     }
 }
 
-use Class::{Marketing as M, Service};
+use Class::{Marketing as M, Requested, Service};
 use Expect::{Allowed as A, Denied as D};
 
 pub fn cases() -> Vec<Case> {
@@ -453,6 +454,8 @@ pub fn cases() -> Vec<Case> {
         case("VETO-HARD-BOUNCE: an email bounce does not stop SMS", "UK", vec![Ev::grant("news").all_channels().days_ago(10), Ev::hard_bounce().days_ago(1)], news, A("PECR-22-2")).channel(Channel::Sms),
         case("VETO-COMPLAINT: a spam complaint stops all email marketing", "UK", vec![Ev::grant_all().days_ago(10), Ev::complaint().days_ago(1)], M("hats"), D("VETO-COMPLAINT", "complained")),
         case("VETO-COMPLAINT: a complaint does not stop service messages", "UK", vec![Ev::complaint().days_ago(1)], Service, A("VETO-SERVICE")),
+        case("VETO-REQUESTED: a confirmation the person asked for reaches an erased address that came back", "UK", vec![], Requested, A("VETO-REQUESTED")).unknown().suppressed(30),
+        case("VETO-REQUESTED: but not a hard-bounced one", "UK", vec![Ev::hard_bounce().days_ago(1)], Requested, D("VETO-HARD-BOUNCE", "hard_bounced")),
         case("VETO-SERVICE: service messages need no consent and survive a withdrawal", "UK", vec![Ev::withdraw_all().days_ago(1)], Service, A("VETO-SERVICE")),
         case("VETO-PAUSE: a pause stops marketing until it ends", "UK", vec![Ev::grant("news").days_ago(10), Ev::pause_for_days(30).days_ago(1)], news, D("VETO-PAUSE", "paused")),
         case("VETO-PAUSE: an ended pause stops nothing", "UK", vec![Ev::grant("news").days_ago(100), Ev::pause_for_days(30).days_ago(40)], news, A("PECR-22-2")),

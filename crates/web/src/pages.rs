@@ -1,0 +1,71 @@
+//! Server-rendered pages: minijinja with autoescape (names end in `.html`).
+
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use minijinja::Environment;
+use serde_json::{Value, json};
+
+use crate::i18n::{Catalogues, Lang};
+use crate::{AppState, WebError};
+
+pub struct Pages {
+    env: Environment<'static>,
+    pub catalogues: Catalogues,
+}
+
+impl Pages {
+    pub fn new() -> Result<Pages, WebError> {
+        let mut env = Environment::new();
+        for (name, src) in [
+            ("base.html", include_str!("../templates/base.html")),
+            ("unsubscribe.html", include_str!("../templates/unsubscribe.html")),
+            ("done.html", include_str!("../templates/done.html")),
+            ("not_found.html", include_str!("../templates/not_found.html")),
+        ] {
+            env.add_template(name, src).map_err(|e| WebError::Internal(format!("template {name}: {e}")))?;
+        }
+        Ok(Pages { env, catalogues: Catalogues::load()? })
+    }
+
+    /// Renders a page; `ctx` is merged over what every page has.
+    pub fn render(&self, state: &AppState, name: &str, lang: Lang, title_key: &str, ctx: Value) -> Result<Html<String>, WebError> {
+        let org = &state.settings().organisation;
+        let texts = self.catalogues.texts(lang);
+        let mut base = json!({
+            "lang": lang.code(),
+            "other_lang": lang.other().code(),
+            "t": texts,
+            "title": texts.get(title_key).cloned().unwrap_or_default(),
+            "org": {"name": org.name, "postal_address": org.postal_address, "privacy_url": org.privacy_url},
+        });
+        if let (Some(b), Value::Object(extra)) = (base.as_object_mut(), ctx) {
+            b.extend(extra);
+        }
+        let tmpl = self.env.get_template(name).map_err(|e| WebError::Internal(e.to_string()))?;
+        tmpl.render(base).map(Html).map_err(|e| WebError::Internal(format!("rendering {name}: {e}")))
+    }
+}
+
+pub async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        include_str!("../static/veto.css"),
+    )
+        .into_response()
+}
+
+pub async fn not_found(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    not_found_page(&state, &headers)
+}
+
+/// The 404 page, in the person's language.
+pub fn not_found_page(state: &AppState, headers: &axum::http::HeaderMap) -> Response {
+    let lang = Lang::choose(None, headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()));
+    match state.inner.pages.render(state, "not_found.html", lang, "not_found_heading", json!({})) {
+        Ok(page) => (StatusCode::NOT_FOUND, page).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
