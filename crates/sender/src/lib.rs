@@ -59,7 +59,13 @@ impl Mailer {
     }
 
     /// Sends a plain-text message to one person, if the guard admits it now.
-    pub async fn send_text(&self, to: &EmailAddress, class: GuardClass<'_>, subject: &str, text: &str) -> Result<Sent, SendError> {
+    pub async fn send_text(
+        &self,
+        to: &EmailAddress,
+        class: GuardClass<'_>,
+        subject: &str,
+        text: &str,
+    ) -> Result<Sent, SendError> {
         let message_id = format!("{}@{}", random_id(), self.domain);
         let base = NewReceipt {
             message_id: format!("<{message_id}>"),
@@ -108,9 +114,14 @@ impl Mailer {
                     ..base
                 };
                 let path = self.outbox.deliver(&admitted, &bytes)?;
-                let receipt = NewReceipt { outcome: Some(format!("maildir {}", path.display())), ..receipt };
+                let receipt = NewReceipt {
+                    outcome: Some(format!("maildir {}", path.display())),
+                    ..receipt
+                };
                 self.store().record_receipts(vec![receipt]).await?;
-                Ok(Sent::Delivered { message_id: format!("<{message_id}>") })
+                Ok(Sent::Delivered {
+                    message_id: format!("<{message_id}>"),
+                })
             }
         }
     }
@@ -119,5 +130,7 @@ impl Mailer {
 fn random_id() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..20).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
+    (0..20)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
+        .collect()
 }

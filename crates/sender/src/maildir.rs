@@ -20,7 +20,9 @@ impl Maildir {
         for sub in ["tmp", "new", "cur"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
-        Ok(Maildir { dir: dir.to_owned() })
+        Ok(Maildir {
+            dir: dir.to_owned(),
+        })
     }
 
     pub fn dir(&self) -> &Path {

@@ -6,8 +6,8 @@
 //! who said no" is checked by the compiler, not by review.
 
 use veto_core::{
-    Allowance, Channel, ContactId, Decision, EmailAddress, Message, MessageClass, PolicySettings, Refusal, Timestamp,
-    Topic, decide,
+    Allowance, Channel, ContactId, Decision, EmailAddress, Message, MessageClass, PolicySettings,
+    Refusal, Timestamp, Topic, decide,
 };
 
 use crate::{Result, Store};
@@ -97,16 +97,26 @@ impl Guard {
             GuardClass::Service(_) => MessageClass::Service,
             GuardClass::Requested(_) => MessageClass::Requested,
         };
-        Ok(match decide(&state, &Message { class: message_class, channel }, &self.settings, now) {
-            Decision::Allowed(allowance) => Ok(Admitted {
-                to: to.clone(),
-                contact,
-                allowance,
-                class: class.label(),
-                channel,
-                checked_at: now,
-            }),
-            Decision::Denied(refusal) => Err((contact, refusal)),
-        })
+        Ok(
+            match decide(
+                &state,
+                &Message {
+                    class: message_class,
+                    channel,
+                },
+                &self.settings,
+                now,
+            ) {
+                Decision::Allowed(allowance) => Ok(Admitted {
+                    to: to.clone(),
+                    contact,
+                    allowance,
+                    class: class.label(),
+                    channel,
+                    checked_at: now,
+                }),
+                Decision::Denied(refusal) => Err((contact, refusal)),
+            },
+        )
     }
 }

@@ -108,7 +108,7 @@ async fn law_rules_hold_on_every_store() {
                     MessageClass::Marketing(&t)
                 }
                 Class::Service => MessageClass::Service,
-            Class::Requested => MessageClass::Requested,
+                Class::Requested => MessageClass::Requested,
             };
             let d = decide(
                 &state,

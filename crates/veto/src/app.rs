@@ -76,13 +76,21 @@ pub fn web_settings(config: &Config) -> veto_web::WebSettings {
             privacy_url: o.privacy_url.clone(),
         },
         trusted_proxies: veto_web::TrustedProxies(
-            config.web.trusted_proxies.iter().map(|c| (c.addr(), c.prefix_len())).collect(),
+            config
+                .web
+                .trusted_proxies
+                .iter()
+                .map(|c| (c.addr(), c.prefix_len()))
+                .collect(),
         ),
         service_types: config
             .service
             .types
             .iter()
-            .map(|(key, description)| veto_core::ServiceType { key: key.clone(), description: description.clone() })
+            .map(|(key, description)| veto_core::ServiceType {
+                key: key.clone(),
+                description: description.clone(),
+            })
             .collect(),
     }
 }
@@ -93,7 +101,9 @@ pub fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log.format {
         config::LogFormat::Json => builder.json().try_init(),
         config::LogFormat::Text => builder.try_init(),
@@ -134,5 +144,10 @@ pub fn mailer(app: &App) -> Result<veto_sender::Mailer> {
     let maildir = veto_sender::Maildir::open(&outbox)
         .with_context(|| format!("cannot create the outbox {}", outbox.display()))?;
     let guard = veto_store::Guard::new(app.store.clone(), app.policy());
-    Ok(veto_sender::Mailer::new(guard, maildir, &app.config.organisation.name, &app.config.organisation.domain))
+    Ok(veto_sender::Mailer::new(
+        guard,
+        maildir,
+        &app.config.organisation.name,
+        &app.config.organisation.domain,
+    ))
 }

@@ -31,7 +31,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { dir } => init(dir.unwrap_or_else(|| PathBuf::from("."))).await,
         Command::Check => check(cfg).await,
         Command::Serve => serve(cfg).await,
-        Command::Link { email, topic } => link(&App::open(cfg).await?, &email, topic.as_deref()).await,
+        Command::Link { email, topic } => {
+            link(&App::open(cfg).await?, &email, topic.as_deref()).await
+        }
         Command::Topics(cmd) => topics(&App::open(cfg).await?, cmd).await,
         Command::Wordings(WordingsCmd::Add { text }) => {
             let app = App::open(cfg).await?;
@@ -151,13 +153,21 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
     let app = App::open(cfg).await?;
     app::init_logging(&app.config);
     let mailer = app::mailer(&app)?;
-    let state = veto_web::AppState::with_mailer(app.store.clone(), app::web_settings(&app.config), Some(mailer)).await?;
+    let state = veto_web::AppState::with_mailer(
+        app.store.clone(),
+        app::web_settings(&app.config),
+        Some(mailer),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(app.config.web.listen)
         .await
         .with_context(|| format!("cannot listen on [web] listen = {}", app.config.web.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_url = %app.config.web.public_url, store = app.store.backend_name(), "veto is serving");
-    eprintln!("veto: serving http://{addr} (links use {})", app.config.web.public_url);
+    eprintln!(
+        "veto: serving http://{addr} (links use {})",
+        app.config.web.public_url
+    );
     veto_web::serve(listener, state, app::shutdown_signal()).await?;
     app.store.close().await;
     eprintln!("veto: stopped");
@@ -168,7 +178,10 @@ async fn link(app: &App, email: &str, topic: Option<&str>) -> Result<ExitCode> {
     let email = parse_email(email)?;
     let Some(contact) = app.store.find_contact(&email).await? else {
         if let Some(at) = app.store.is_suppressed(&email).await? {
-            bail!("{email} was erased on {}: veto will not send them marketing at all", when(at));
+            bail!(
+                "{email} was erased on {}: veto will not send them marketing at all",
+                when(at)
+            );
         }
         bail!("veto holds nothing about {email}, so it sends them no marketing");
     };
@@ -177,7 +190,12 @@ async fn link(app: &App, email: &str, topic: Option<&str>) -> Result<ExitCode> {
         None => None,
     };
     let keys = veto_web::token_keys(&app.store).await?;
-    let links = veto_web::links(&keys, &app.config.web.public_url, contact.id, topic.as_ref().map(|t| t.id.0))?;
+    let links = veto_web::links(
+        &keys,
+        &app.config.web.public_url,
+        contact.id,
+        topic.as_ref().map(|t| t.id.0),
+    )?;
     match &topic {
         Some(t) => println!("one-click unsubscribe from {} for {email}:", t.name),
         None => println!("one-click unsubscribe from all marketing for {email}:"),

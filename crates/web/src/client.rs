@@ -24,7 +24,11 @@ fn in_net(ip: IpAddr, net: IpAddr, len: u8) -> bool {
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
             let len = u32::from(len.min(128));
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,
@@ -65,8 +69,17 @@ mod tests {
         h.insert("x-forwarded-for", "198.51.100.7, 10.1.2.3".parse().unwrap());
         let proxy: SocketAddr = "10.0.0.5:4000".parse().unwrap();
         let stranger: SocketAddr = "203.0.113.1:4000".parse().unwrap();
-        assert_eq!(client_ip(proxy, &h, &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(stranger, &h, &trusted), "203.0.113.1".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), "10.0.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(stranger, &h, &trusted),
+            "203.0.113.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(proxy, &HeaderMap::new(), &trusted),
+            "10.0.0.5".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -39,7 +39,10 @@ impl IntoResponse for WebError {
         };
         let mut res = (status, format!("{text}\n")).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("60"),
+            );
         }
         res
     }

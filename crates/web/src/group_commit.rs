@@ -59,7 +59,9 @@ impl GroupCommit {
         match answer.await {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(e)) => Err(WebError::Store(veto_store::StoreError::Invalid(e))),
-            Err(_) => Err(WebError::Internal("the group committer dropped a request".into())),
+            Err(_) => Err(WebError::Internal(
+                "the group committer dropped a request".into(),
+            )),
         }
     }
 }

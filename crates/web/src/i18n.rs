@@ -28,7 +28,13 @@ impl Lang {
     /// `?lang=` wins; then the first of the person's `Accept-Language`
     /// preferences (by q) that we have; then English.
     pub fn choose(query: Option<&str>, accept_language: Option<&str>) -> Lang {
-        let pick = |tag: &str| match tag.trim().split('-').next().map(str::to_ascii_lowercase).as_deref() {
+        let pick = |tag: &str| match tag
+            .trim()
+            .split('-')
+            .next()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("cy") => Some(Lang::Cy),
             Some("en") => Some(Lang::En),
             _ => None,
@@ -68,7 +74,9 @@ impl Catalogues {
         let en = parse("en", include_str!("../locales/en.toml"))?;
         let cy = parse("cy", include_str!("../locales/cy.toml"))?;
         if let Some(missing) = en.keys().find(|k| !cy.contains_key(*k)) {
-            return Err(WebError::Internal(format!("the Welsh catalogue lacks {missing}")));
+            return Err(WebError::Internal(format!(
+                "the Welsh catalogue lacks {missing}"
+            )));
         }
         Ok(Catalogues { en, cy })
     }
@@ -83,7 +91,11 @@ impl Catalogues {
     /// A text with `{name}` placeholders filled in (escaping happens when
     /// the template prints it).
     pub fn fill(&self, lang: Lang, key: &str, args: &[(&str, &str)]) -> String {
-        let mut s = self.texts(lang).get(key).cloned().unwrap_or_else(|| key.to_owned());
+        let mut s = self
+            .texts(lang)
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| key.to_owned());
         for (k, v) in args {
             s = s.replace(&format!("{{{k}}}"), v);
         }
@@ -98,7 +110,10 @@ mod tests {
     #[test]
     fn language_choice() {
         assert_eq!(Lang::choose(None, None), Lang::En);
-        assert_eq!(Lang::choose(None, Some("cy-GB,cy;q=0.9,en;q=0.8")), Lang::Cy);
+        assert_eq!(
+            Lang::choose(None, Some("cy-GB,cy;q=0.9,en;q=0.8")),
+            Lang::Cy
+        );
         assert_eq!(Lang::choose(None, Some("fr, en;q=0.5, cy;q=0.7")), Lang::Cy);
         assert_eq!(Lang::choose(Some("en"), Some("cy")), Lang::En);
         assert_eq!(Lang::choose(Some("xx"), Some("cy")), Lang::Cy);
@@ -108,6 +123,13 @@ mod tests {
     fn catalogues_load_and_match() {
         let c = Catalogues::load().unwrap();
         assert_eq!(c.texts(Lang::En).len(), c.texts(Lang::Cy).len());
-        assert_eq!(c.fill(Lang::En, "unsub_explain", &[("topic", "News"), ("org", "Shop")]), "You'll stop getting News emails from Shop.");
+        assert_eq!(
+            c.fill(
+                Lang::En,
+                "unsub_explain",
+                &[("topic", "News"), ("org", "Shop")]
+            ),
+            "You'll stop getting News emails from Shop."
+        );
     }
 }

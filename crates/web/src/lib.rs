@@ -102,14 +102,16 @@ impl AppState {
 
     /// The mailer for veto's own messages (confirmation links).
     pub fn mailer(&self) -> Result<&veto_sender::Mailer, WebError> {
-        self.inner
-            .mailer
-            .as_ref()
-            .ok_or_else(|| WebError::Internal("no delivery is configured for veto's own messages".into()))
+        self.inner.mailer.as_ref().ok_or_else(|| {
+            WebError::Internal("no delivery is configured for veto's own messages".into())
+        })
     }
 
     /// Appends one event through the group committer (durable on return).
-    pub async fn append(&self, item: veto_store::Append) -> Result<veto_store::AppendOutcome, WebError> {
+    pub async fn append(
+        &self,
+        item: veto_store::Append,
+    ) -> Result<veto_store::AppendOutcome, WebError> {
         self.inner.commits.append(item).await
     }
 
@@ -117,14 +119,26 @@ impl AppState {
         let TokenScope::Topic(id) = scope else {
             return Ok(None);
         };
-        Ok(self.inner.store.topics().await?.into_iter().find(|t| t.id.0 == id))
+        Ok(self
+            .inner
+            .store
+            .topics()
+            .await?
+            .into_iter()
+            .find(|t| t.id.0 == id))
     }
 }
 
 /// The token keys in the store: the newest signs, all verify.
 pub async fn token_keys(store: &Store) -> Result<TokenKeys, WebError> {
-    let mut keys = store.token_keys().await?.into_iter().map(|(id, secret)| TokenKey::new(id, secret));
-    let current = keys.next().ok_or_else(|| WebError::Internal("the store holds no token key".into()))?;
+    let mut keys = store
+        .token_keys()
+        .await?
+        .into_iter()
+        .map(|(id, secret)| TokenKey::new(id, secret));
+    let current = keys
+        .next()
+        .ok_or_else(|| WebError::Internal("the store holds no token key".into()))?;
     TokenKeys::new(current, keys.collect()).map_err(|e| WebError::Internal(e.to_string()))
 }
 
@@ -135,24 +149,43 @@ pub struct Links {
 }
 
 /// Builds the links for a contact and scope (a topic id, or all marketing).
-pub fn links(keys: &TokenKeys, public_url: &str, contact: i64, topic: Option<u16>) -> Result<Links, WebError> {
-    let contact = u64::try_from(contact).map_err(|_| WebError::Internal(format!("contact id {contact}")))?;
+pub fn links(
+    keys: &TokenKeys,
+    public_url: &str,
+    contact: i64,
+    topic: Option<u16>,
+) -> Result<Links, WebError> {
+    let contact =
+        u64::try_from(contact).map_err(|_| WebError::Internal(format!("contact id {contact}")))?;
     let scope = topic.map_or(TokenScope::AllMarketing, TokenScope::Topic);
     let mint = |scope, purpose| {
-        keys.mint(&Claims { contact, scope, message: None }, purpose)
-            .map_err(|e| WebError::Internal(e.to_string()))
+        keys.mint(
+            &Claims {
+                contact,
+                scope,
+                message: None,
+            },
+            purpose,
+        )
+        .map_err(|e| WebError::Internal(e.to_string()))
     };
     let base = public_url.trim_end_matches('/');
     Ok(Links {
         unsubscribe: format!("{base}/u/{}", mint(scope, Purpose::Unsubscribe)?),
-        preferences: format!("{base}/p/{}", mint(TokenScope::AllMarketing, Purpose::Preferences)?),
+        preferences: format!(
+            "{base}/p/{}",
+            mint(TokenScope::AllMarketing, Purpose::Preferences)?
+        ),
     })
 }
 
 /// Every route, with the security headers every response carries.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/u/{token}", get(unsubscribe::page).post(unsubscribe::one_click))
+        .route(
+            "/u/{token}",
+            get(unsubscribe::page).post(unsubscribe::one_click),
+        )
         .route("/static/veto.css", get(pages::stylesheet))
         .route("/healthz", get(healthz))
         .fallback(pages::not_found)
@@ -160,7 +193,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, WebError> {
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<&'static str, WebError> {
     state.store().topics().await?;
     Ok("ok\n")
 }
@@ -192,7 +227,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -18,17 +18,34 @@ impl Pages {
         let mut env = Environment::new();
         for (name, src) in [
             ("base.html", include_str!("../templates/base.html")),
-            ("unsubscribe.html", include_str!("../templates/unsubscribe.html")),
+            (
+                "unsubscribe.html",
+                include_str!("../templates/unsubscribe.html"),
+            ),
             ("done.html", include_str!("../templates/done.html")),
-            ("not_found.html", include_str!("../templates/not_found.html")),
+            (
+                "not_found.html",
+                include_str!("../templates/not_found.html"),
+            ),
         ] {
-            env.add_template(name, src).map_err(|e| WebError::Internal(format!("template {name}: {e}")))?;
+            env.add_template(name, src)
+                .map_err(|e| WebError::Internal(format!("template {name}: {e}")))?;
         }
-        Ok(Pages { env, catalogues: Catalogues::load()? })
+        Ok(Pages {
+            env,
+            catalogues: Catalogues::load()?,
+        })
     }
 
     /// Renders a page; `ctx` is merged over what every page has.
-    pub fn render(&self, state: &AppState, name: &str, lang: Lang, title_key: &str, ctx: Value) -> Result<Html<String>, WebError> {
+    pub fn render(
+        &self,
+        state: &AppState,
+        name: &str,
+        lang: Lang,
+        title_key: &str,
+        ctx: Value,
+    ) -> Result<Html<String>, WebError> {
         let org = &state.settings().organisation;
         let texts = self.catalogues.texts(lang);
         let mut base = json!({
@@ -41,14 +58,22 @@ impl Pages {
         if let (Some(b), Value::Object(extra)) = (base.as_object_mut(), ctx) {
             b.extend(extra);
         }
-        let tmpl = self.env.get_template(name).map_err(|e| WebError::Internal(e.to_string()))?;
-        tmpl.render(base).map(Html).map_err(|e| WebError::Internal(format!("rendering {name}: {e}")))
+        let tmpl = self
+            .env
+            .get_template(name)
+            .map_err(|e| WebError::Internal(e.to_string()))?;
+        tmpl.render(base)
+            .map(Html)
+            .map_err(|e| WebError::Internal(format!("rendering {name}: {e}")))
     }
 }
 
 pub async fn stylesheet() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
         include_str!("../static/veto.css"),
     )
         .into_response()
@@ -63,8 +88,19 @@ pub async fn not_found(
 
 /// The 404 page, in the person's language.
 pub fn not_found_page(state: &AppState, headers: &axum::http::HeaderMap) -> Response {
-    let lang = Lang::choose(None, headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()));
-    match state.inner.pages.render(state, "not_found.html", lang, "not_found_heading", json!({})) {
+    let lang = Lang::choose(
+        None,
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    match state.inner.pages.render(
+        state,
+        "not_found.html",
+        lang,
+        "not_found_heading",
+        json!({}),
+    ) {
         Ok(page) => (StatusCode::NOT_FOUND, page).into_response(),
         Err(e) => e.into_response(),
     }

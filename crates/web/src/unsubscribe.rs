@@ -33,7 +33,12 @@ pub struct LangQuery {
 }
 
 fn lang(q: &LangQuery, headers: &HeaderMap) -> Lang {
-    Lang::choose(q.lang.as_deref(), headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()))
+    Lang::choose(
+        q.lang.as_deref(),
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 enum Checked {
@@ -44,13 +49,25 @@ enum Checked {
 fn check(state: &AppState, token: &str, ip: std::net::IpAddr) -> Result<Checked, WebError> {
     match state.keys().verify(token, Purpose::Unsubscribe) {
         Ok(claims) => Ok(Checked::Valid(claims)),
-        Err(_) if !state.inner.limiter.allow(&format!("invalid:{ip}"), INVALID_PER_IP) => Err(WebError::TooManyRequests),
+        Err(_)
+            if !state
+                .inner
+                .limiter
+                .allow(&format!("invalid:{ip}"), INVALID_PER_IP) =>
+        {
+            Err(WebError::TooManyRequests)
+        }
         Err(_) => Ok(Checked::Invalid),
     }
 }
 
 /// What the page says about the scope: "{topic} emails" or "marketing emails".
-async fn wording(state: &AppState, lang: Lang, scope: TokenScope, keys: (&str, &str)) -> Result<String, WebError> {
+async fn wording(
+    state: &AppState,
+    lang: Lang,
+    scope: TokenScope,
+    keys: (&str, &str),
+) -> Result<String, WebError> {
     let org = state.settings().organisation.name.as_str();
     let c = &state.inner.pages.catalogues;
     Ok(match state.topic(scope).await? {
@@ -73,36 +90,68 @@ pub async fn page(
         Checked::Invalid => return Ok(not_found_page(&state, &headers)),
     };
     let limiter = &state.inner.limiter;
-    if !limiter.allow(&format!("page-ip:{ip}"), PAGES_PER_IP) || !limiter.allow(&format!("page-token:{token}"), PAGES_PER_TOKEN) {
+    if !limiter.allow(&format!("page-ip:{ip}"), PAGES_PER_IP)
+        || !limiter.allow(&format!("page-token:{token}"), PAGES_PER_TOKEN)
+    {
         return Err(WebError::TooManyRequests);
     }
-    let contact = state.store().contact(veto_core::ContactId(claims.contact as i64)).await?;
-    let address = contact.and_then(|c| c.email).and_then(|e| EmailAddress::parse(&e).ok());
+    let contact = state
+        .store()
+        .contact(veto_core::ContactId(claims.contact as i64))
+        .await?;
+    let address = contact
+        .and_then(|c| c.email)
+        .and_then(|e| EmailAddress::parse(&e).ok());
     let Some(address) = address else {
         // Erased: there is nobody left to mail.
         return done(&state, lang, claims.scope).await;
     };
     let c = &state.inner.pages.catalogues;
-    let heading = wording(&state, lang, claims.scope, ("unsub_heading", "unsub_all_heading")).await?;
-    let explain = wording(&state, lang, claims.scope, ("unsub_explain", "unsub_all_explain")).await?;
+    let heading = wording(
+        &state,
+        lang,
+        claims.scope,
+        ("unsub_heading", "unsub_all_heading"),
+    )
+    .await?;
+    let explain = wording(
+        &state,
+        lang,
+        claims.scope,
+        ("unsub_explain", "unsub_all_explain"),
+    )
+    .await?;
     let ctx = json!({
         "heading": heading,
         "explain": explain,
         "for_address": c.fill(lang, "unsub_for", &[("address", &address.masked())]),
         "action": format!("/u/{token}?lang={}", lang.code()),
     });
-    Ok(state.inner.pages.render(&state, "unsubscribe.html", lang, "unsub_button", ctx)?.into_response())
+    Ok(state
+        .inner
+        .pages
+        .render(&state, "unsubscribe.html", lang, "unsub_button", ctx)?
+        .into_response())
 }
 
 async fn done(state: &AppState, lang: Lang, scope: TokenScope) -> Result<Response, WebError> {
     let explain = wording(state, lang, scope, ("done_explain", "done_all_explain")).await?;
-    let service: Vec<_> = state.settings().service_types.iter().map(|s| json!({"key": s.key, "description": s.description})).collect();
+    let service: Vec<_> = state
+        .settings()
+        .service_types
+        .iter()
+        .map(|s| json!({"key": s.key, "description": s.description}))
+        .collect();
     let ctx = json!({
         "heading": state.inner.pages.catalogues.fill(lang, "done_heading", &[]),
         "explain": explain,
         "service_types": service,
     });
-    Ok(state.inner.pages.render(state, "done.html", lang, "done_heading", ctx)?.into_response())
+    Ok(state
+        .inner
+        .pages
+        .render(state, "done.html", lang, "done_heading", ctx)?
+        .into_response())
 }
 
 /// The form fields of a one-click POST, urlencoded (what Gmail sends) or multipart.
@@ -113,17 +162,18 @@ async fn form_fields(req: Request) -> Result<HashMap<String, String>, WebError> 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("multipart/form-data"));
     if multipart {
-        let mut m = Multipart::from_request(req, &())
-            .await
-            .map_err(|e| WebError::BadRequest(format!("the multipart body could not be read: {e}")))?;
+        let mut m = Multipart::from_request(req, &()).await.map_err(|e| {
+            WebError::BadRequest(format!("the multipart body could not be read: {e}"))
+        })?;
         let mut fields = HashMap::new();
-        while let Some(field) = m
-            .next_field()
-            .await
-            .map_err(|e| WebError::BadRequest(format!("the multipart body could not be read: {e}")))?
-        {
+        while let Some(field) = m.next_field().await.map_err(|e| {
+            WebError::BadRequest(format!("the multipart body could not be read: {e}"))
+        })? {
             let name = field.name().unwrap_or_default().to_owned();
-            let value = field.text().await.map_err(|e| WebError::BadRequest(format!("field {name}: {e}")))?;
+            let value = field
+                .text()
+                .await
+                .map_err(|e| WebError::BadRequest(format!("field {name}: {e}")))?;
             fields.insert(name, value);
         }
         Ok(fields)
@@ -158,17 +208,37 @@ pub async fn one_click(
     let from_page = fields.get("page").is_some_and(|v| v == "1");
     let lang = lang(&q, &headers);
 
-    let contact = state.store().contact(veto_core::ContactId(claims.contact as i64)).await?;
-    if let Some(email) = contact.and_then(|c| c.email).and_then(|e| EmailAddress::parse(&e).ok()) {
+    let contact = state
+        .store()
+        .contact(veto_core::ContactId(claims.contact as i64))
+        .await?;
+    if let Some(email) = contact
+        .and_then(|c| c.email)
+        .and_then(|e| EmailAddress::parse(&e).ok())
+    {
         let scope = match claims.scope {
             TokenScope::AllMarketing => Scope::All,
             TokenScope::Topic(t) => Scope::Topic(TopicId(t)),
         };
-        let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(512).collect());
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect());
         let item = Append {
             contact: ContactInput::new(email),
-            event: NewEvent { kind: EventKind::Withdraw, scope, channel: Some(Channel::Email), source: Source::OneClick, at: Timestamp::now() },
-            evidence: Evidence { wording: None, ip: Some(ip.to_string()), user_agent, form_url: None },
+            event: NewEvent {
+                kind: EventKind::Withdraw,
+                scope,
+                channel: Some(Channel::Email),
+                source: Source::OneClick,
+                at: Timestamp::now(),
+            },
+            evidence: Evidence {
+                wording: None,
+                ip: Some(ip.to_string()),
+                user_agent,
+                form_url: None,
+            },
             actor: "person".into(),
         };
         // Waits for the commit: the 200 below means durable. (A refusal can
@@ -179,5 +249,10 @@ pub async fn one_click(
         return done(&state, lang, claims.scope).await;
     }
     // RFC 8058: 200, no redirect.
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "You are unsubscribed.\n").into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "You are unsubscribed.\n",
+    )
+        .into_response())
 }
