@@ -633,18 +633,22 @@ pub fn check_append(state: &ConsentState, event: &NewEvent) -> Result<(), Refusa
     if let Some(ev) = state.erased() {
         return Err(refuse(Rule::Gdpr17, Reason::Erased, Some(ev)));
     }
-    if event.source.is_the_person() {
-        return Ok(());
-    }
+    // An erased address holds nothing but its suppression entry. Only the
+    // person's own new consent brings it back; anything else (even their own
+    // withdrawal, which changes nothing) would store personal data again.
     for f in &state.facts {
         if let Fact::Suppressed { since } = f {
             let came_back = state.facts.iter().any(|g| {
                 matches!(g, Fact::Consent { say: Say::Granted, ev, .. } if ev.source.is_the_person() && ev.at >= *since)
             });
-            if !came_back {
+            let comes_back = event.source.is_the_person() && event.kind == EventKind::Grant;
+            if !came_back && !comes_back {
                 return Err(refuse(Rule::IcoSupp, Reason::Suppressed, None));
             }
         }
+    }
+    if event.source.is_the_person() {
+        return Ok(());
     }
     let channels: &[Channel] = match &event.channel {
         Some(c) => std::slice::from_ref(c),

@@ -130,6 +130,20 @@ fn nothing_from_staff_about_an_erased_address() {
         .by(Source::DoubleOptIn)
         .to_new_event();
     assert!(check_append(&s, &own).is_ok());
+    // Not even the person's own "no" is stored again: it changes nothing and
+    // would bring their address back into the store.
+    let own_no = Ev::withdraw("news")
+        .days_ago(0)
+        .by(Source::OneClick)
+        .to_new_event();
+    assert_eq!(
+        check_append(&s, &own_no).unwrap_err().reason.code(),
+        "suppressed"
+    );
+    // Once they came back by themselves, their withdrawals count as usual.
+    let mut back = s.clone();
+    back.apply(&own.with_id(veto_core::EventId(7)));
+    assert!(check_append(&back, &own_no).is_ok());
 
     let erased = state(&[Ev::grant("news").days_ago(3), Ev::erasure().days_ago(1)]);
     let any = Ev::withdraw("news").days_ago(0).to_new_event();

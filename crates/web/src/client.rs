@@ -38,7 +38,8 @@ fn in_net(ip: IpAddr, net: IpAddr, len: u8) -> bool {
 /// The peer, or — when the peer is a trusted proxy — the nearest address in
 /// `X-Forwarded-For` that is not itself a trusted proxy.
 pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
-    let mut ip = peer.ip();
+    // On a dual-stack listener IPv4 peers arrive as ::ffff:a.b.c.d.
+    let mut ip = peer.ip().to_canonical();
     if !trusted.contains(ip) {
         return ip;
     }
@@ -47,7 +48,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &TrustedProxies
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical()))
         .collect::<Vec<_>>();
     for hop in hops.into_iter().rev() {
         ip = hop;

@@ -81,15 +81,21 @@ pub async fn stylesheet() -> Response {
 
 pub async fn not_found(
     axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    not_found_page(&state, &headers)
+    not_found_page_in(&state, &headers, q.get("lang").map(String::as_str))
 }
 
-/// The 404 page, in the person's language.
-pub fn not_found_page(state: &AppState, headers: &axum::http::HeaderMap) -> Response {
+/// The 404 page, in the person's language (honouring `?lang=`, its own
+/// language switch).
+pub fn not_found_page_in(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    query_lang: Option<&str>,
+) -> Response {
     let lang = Lang::choose(
-        None,
+        query_lang,
         headers
             .get(header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok()),

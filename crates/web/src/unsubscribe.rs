@@ -17,7 +17,7 @@ use veto_store::{Append, ContactInput, Evidence};
 
 use crate::client::client_ip;
 use crate::i18n::Lang;
-use crate::pages::not_found_page;
+use crate::pages::not_found_page_in;
 use crate::{AppState, WebError};
 
 /// Invalid tokens one address may try in a minute before it gets 429.
@@ -87,7 +87,7 @@ pub async fn page(
     let lang = lang(&q, &headers);
     let claims = match check(&state, &token, ip)? {
         Checked::Valid(c) => c,
-        Checked::Invalid => return Ok(not_found_page(&state, &headers)),
+        Checked::Invalid => return Ok(not_found_page_in(&state, &headers, q.lang.as_deref())),
     };
     let limiter = &state.inner.limiter;
     if !limiter.allow(&format!("page-ip:{ip}"), PAGES_PER_IP)
@@ -196,7 +196,7 @@ pub async fn one_click(
     let ip = client_ip(peer, &headers, &state.settings().trusted_proxies);
     let claims = match check(&state, &token, ip)? {
         Checked::Valid(c) => c,
-        Checked::Invalid => return Ok(not_found_page(&state, &headers)),
+        Checked::Invalid => return Ok(not_found_page_in(&state, &headers, q.lang.as_deref())),
     };
     let fields = form_fields(req).await?;
     // RFC 8058 §3.1: the body carries exactly this key and value.
