@@ -58,6 +58,11 @@ impl Mailer {
         self.guard.store()
     }
 
+    /// The `[policy]` the mailer's guard decides by.
+    pub fn policy(&self) -> &veto_core::PolicySettings {
+        self.guard.settings()
+    }
+
     /// Sends a plain-text message to one person, if the guard admits it now.
     pub async fn send_text(
         &self,

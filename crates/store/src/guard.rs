@@ -82,6 +82,11 @@ impl Guard {
         &self.store
     }
 
+    /// The `[policy]` this guard decides by.
+    pub fn settings(&self) -> &PolicySettings {
+        &self.settings
+    }
+
     /// Asks whether `to` may be sent this message now. A store error is an
     /// error, never an admission (fail closed: the caller retries later).
     pub async fn admit(

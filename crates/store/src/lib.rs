@@ -5,6 +5,7 @@
 //! backend by [`backend!`]; `Store` is the one place that dispatches.
 
 mod chain;
+pub mod export;
 pub mod guard;
 mod model;
 
@@ -21,7 +22,7 @@ use veto_core::{
 };
 
 /// The schema version this build writes. A store with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -304,6 +305,43 @@ impl Store {
         dispatch!(self, record_receipts(receipts))
     }
 
+    /// Stores a double opt-in signup, unless a confirmation was mailed to
+    /// the same address less than `quiet` ago: then nothing is stored. The
+    /// check and the claim are one statement, so two nodes (or two
+    /// requests) never both mail.
+    pub async fn create_signup(
+        &self,
+        signup: NewSignup,
+        now: Timestamp,
+        quiet: Duration,
+    ) -> Result<SignupRequested> {
+        dispatch!(self, create_signup(signup, now, quiet))
+    }
+
+    pub async fn signup(&self, id: i64) -> Result<Option<Signup>> {
+        dispatch!(self, signup(id))
+    }
+
+    /// Deletes a signup that is not confirmed (its mail could not be sent)
+    /// and frees its address's mail slot.
+    pub async fn cancel_signup(&self, id: i64) -> Result<()> {
+        dispatch!(self, cancel_signup(id))
+    }
+
+    /// The person confirmed: records their grant (source double opt-in,
+    /// the signup's wording, the confirmation's IP and user agent) and
+    /// marks the signup confirmed, in one transaction. Confirming again
+    /// records nothing more.
+    pub async fn confirm_signup(
+        &self,
+        id: i64,
+        ip: Option<String>,
+        user_agent: Option<String>,
+        at: Timestamp,
+    ) -> Result<SignupConfirmed> {
+        dispatch!(self, confirm_signup(id, ip, user_agent, at))
+    }
+
     pub async fn receipts_for_message(&self, message_id: &str) -> Result<Vec<Receipt>> {
         dispatch!(self, receipts_for_message(message_id))
     }
@@ -364,4 +402,59 @@ pub(crate) fn parse_jurisdictions(s: &str) -> JurisdictionSet {
 
 pub(crate) fn refusal_text(r: &Refusal) -> String {
     format!("{} ({})", r.reason, r.rule.id())
+}
+
+// ---- signups ----
+
+/// A double opt-in signup, as the organisation's form sent it.
+#[derive(Debug, Clone)]
+pub struct NewSignup {
+    pub email: EmailAddress,
+    /// `None`: all marketing.
+    pub topic: Option<veto_core::TopicId>,
+    /// The wording the form showed: what the person confirms.
+    pub wording: WordingId,
+    /// Evidence of the request (the confirmation brings its own).
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub form_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Signup {
+    pub id: i64,
+    pub request: NewSignup,
+    pub requested_at: Timestamp,
+    pub confirmed: Option<SignupConfirmation>,
+}
+
+/// When and from where the person confirmed, and the grant it recorded.
+#[derive(Debug, Clone)]
+pub struct SignupConfirmation {
+    pub at: Timestamp,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub event: Option<EventId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignupRequested {
+    /// Stored: mail the confirmation link now.
+    Created { id: i64 },
+    /// A confirmation went to this address at `at`, within the quiet period.
+    RecentlyMailed { at: Timestamp },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignupConfirmed {
+    Recorded {
+        contact: ContactId,
+        event: EventId,
+    },
+    /// Confirmed before: nothing new was recorded.
+    AlreadyConfirmed {
+        event: Option<EventId>,
+    },
+    Refused(Refusal),
+    NotFound,
 }

@@ -67,9 +67,15 @@ pub(crate) async fn close(b: &Backend) {
 // ---- schema ------------------------------------------------------------------
 
 const MIGRATIONS: &[(i64, &str)] = if IS_PG {
-    &[(1, include_str!("migrations/postgres_0001.sql"))]
+    &[
+        (1, include_str!("migrations/postgres_0001.sql")),
+        (2, include_str!("migrations/postgres_0002.sql")),
+    ]
 } else {
-    &[(1, include_str!("migrations/sqlite_0001.sql"))]
+    &[
+        (1, include_str!("migrations/sqlite_0001.sql")),
+        (2, include_str!("migrations/sqlite_0002.sql")),
+    ]
 };
 
 pub(crate) async fn migrate(b: &Backend) -> Result<()> {
@@ -1079,6 +1085,8 @@ pub(crate) async fn erase(b: &Backend, email: &EmailAddress, actor: &str, at: Ti
     };
     let now = at.as_microsecond();
     sqlx::query("DELETE FROM personal_data WHERE contact_id = $1").bind(id).execute(&mut *tx).await?;
+    // Signups (address, IPs) for the address go too: the suppression entry is all that stays.
+    sqlx::query("DELETE FROM signups WHERE email_key = $1").bind(email.key()).execute(&mut *tx).await?;
     sqlx::query(
         "UPDATE contacts SET email_key = NULL, email = NULL, name = NULL, phone = NULL, postal_address = NULL, \
          attributes = '{}', erased_at = $1 WHERE id = $2",
@@ -1461,4 +1469,173 @@ pub(crate) async fn verify(b: &Backend) -> Result<VerifyReport> {
         }
     }
     Ok(report)
+}
+
+// ---- signups ----
+
+fn signup_from_row(r: &DbRow) -> Result<Signup> {
+    let id: i64 = r.try_get("id")?;
+    let email: String = r.try_get("email")?;
+    let email = EmailAddress::parse(&email).map_err(|e| StoreError::Corrupt(format!("signup #{id}: {e}")))?;
+    let topic = match r.try_get::<Option<i64>, _>("topic_id")? {
+        None => None,
+        Some(t) => Some(TopicId(
+            u16::try_from(t).map_err(|_| StoreError::Corrupt(format!("signup #{id}: topic id {t} out of range")))?,
+        )),
+    };
+    let confirmed = match r.try_get::<Option<i64>, _>("confirmed_at")? {
+        None => None,
+        Some(at) => Some(SignupConfirmation {
+            at: ts(at)?,
+            ip: r.try_get("confirm_ip")?,
+            user_agent: r.try_get("confirm_user_agent")?,
+            event: r.try_get::<Option<i64>, _>("event_id")?.map(veto_core::EventId),
+        }),
+    };
+    Ok(Signup {
+        id,
+        request: NewSignup {
+            email,
+            topic,
+            wording: WordingId(r.try_get("wording_id")?),
+            ip: r.try_get("ip")?,
+            user_agent: r.try_get("user_agent")?,
+            form_url: r.try_get("form_url")?,
+        },
+        requested_at: ts(r.try_get("requested_at")?)?,
+        confirmed,
+    })
+}
+
+pub(crate) async fn create_signup(
+    b: &Backend,
+    s: NewSignup,
+    now: Timestamp,
+    quiet: std::time::Duration,
+) -> Result<SignupRequested> {
+    let hash = addr_hash(&suppression_key(b).await?, s.email.key());
+    let now = now.as_microsecond();
+    let quiet = i64::try_from(quiet.as_micros()).unwrap_or(i64::MAX);
+    let mut tx = begin(b).await?;
+    // Claims the address's mail slot if it is free (never mailed, or not
+    // within the quiet period). On PostgreSQL a concurrent claim waits on
+    // the row and then sees the new time; SQLite holds the write lock.
+    let claimed: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO signup_mails (addr_hash, last_sent_at) VALUES ($1, $2) \
+         ON CONFLICT (addr_hash) DO UPDATE SET last_sent_at = excluded.last_sent_at \
+         WHERE signup_mails.last_sent_at <= $3 RETURNING last_sent_at",
+    )
+    .bind(&hash)
+    .bind(now)
+    .bind(now.saturating_sub(quiet))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if claimed.is_none() {
+        let at: i64 = sqlx::query_scalar("SELECT last_sent_at FROM signup_mails WHERE addr_hash = $1")
+            .bind(&hash)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        return Ok(SignupRequested::RecentlyMailed { at: ts(at)? });
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO signups (email_key, email, topic_id, wording_id, ip, user_agent, form_url, requested_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(s.email.key())
+    .bind(s.email.as_str())
+    .bind(s.topic.map(|t| i64::from(t.0)))
+    .bind(s.wording.0)
+    .bind(s.ip)
+    .bind(s.user_agent)
+    .bind(s.form_url)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(SignupRequested::Created { id })
+}
+
+pub(crate) async fn signup(b: &Backend, id: i64) -> Result<Option<Signup>> {
+    let row = sqlx::query("SELECT * FROM signups WHERE id = $1").bind(id).fetch_optional(&b.read).await?;
+    row.as_ref().map(signup_from_row).transpose()
+}
+
+pub(crate) async fn cancel_signup(b: &Backend, id: i64) -> Result<()> {
+    let skey = suppression_key(b).await?;
+    let mut tx = begin(b).await?;
+    let row = sqlx::query("SELECT email_key, requested_at FROM signups WHERE id = $1 AND confirmed_at IS NULL")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(row) = row {
+        let key: String = row.try_get("email_key")?;
+        let at: i64 = row.try_get("requested_at")?;
+        sqlx::query("DELETE FROM signups WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        // Only the claim this signup made: a newer one stays.
+        sqlx::query("DELETE FROM signup_mails WHERE addr_hash = $1 AND last_sent_at = $2")
+            .bind(addr_hash(&skey, &key))
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) async fn confirm_signup(
+    b: &Backend,
+    id: i64,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    at: Timestamp,
+) -> Result<SignupConfirmed> {
+    let mut tx = begin(b).await?;
+    // Two confirmations at once: the second waits here, then sees the first.
+    let sql = if IS_PG {
+        "SELECT * FROM signups WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT * FROM signups WHERE id = $1"
+    };
+    let Some(row) = sqlx::query(sql).bind(id).fetch_optional(&mut *tx).await? else {
+        return Ok(SignupConfirmed::NotFound);
+    };
+    let signup = signup_from_row(&row)?;
+    if let Some(done) = signup.confirmed {
+        return Ok(SignupConfirmed::AlreadyConfirmed { event: done.event });
+    }
+    let s = signup.request;
+    let item = Append {
+        contact: ContactInput::new(s.email),
+        event: NewEvent {
+            kind: EventKind::Grant,
+            scope: s.topic.map_or(Scope::All, Scope::Topic),
+            channel: Some(Channel::Email),
+            source: Source::DoubleOptIn,
+            at,
+        },
+        evidence: Evidence { wording: Some(s.wording.0), ip: ip.clone(), user_agent: user_agent.clone(), form_url: s.form_url },
+        actor: "person".into(),
+    };
+    match append_in(b, &mut tx, vec![item]).await?.pop() {
+        Some(AppendOutcome::Recorded { contact, event, .. }) => {
+            sqlx::query(
+                "UPDATE signups SET confirmed_at = $1, confirm_ip = $2, confirm_user_agent = $3, event_id = $4 WHERE id = $5",
+            )
+            .bind(at.as_microsecond())
+            .bind(ip)
+            .bind(user_agent)
+            .bind(event.0)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(SignupConfirmed::Recorded { contact, event })
+        }
+        Some(AppendOutcome::Refused(r)) => {
+            tx.rollback().await?;
+            Ok(SignupConfirmed::Refused(r))
+        }
+        None => Err(StoreError::Corrupt("a confirmation produced no outcome".into())),
+    }
 }

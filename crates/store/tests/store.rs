@@ -739,3 +739,50 @@ async fn reopening_keeps_everything_and_refuses_a_newer_schema() {
     let err = Store::open_sqlite(&path).await.unwrap_err().to_string();
     assert!(err.contains("version 99"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_removes_pending_signups_too() {
+    for ts in helpers::stores().await {
+        ts.add_topics().await;
+        let jo = addr("jo@example.com");
+        ts.store
+            .append(
+                vec![append_of(
+                    &jo,
+                    Default::default(),
+                    veto_core::SubscriberType::Individual,
+                    Ev::grant("news").to_new_event(),
+                )],
+                false,
+            )
+            .await
+            .unwrap();
+        let wording = ts.store.add_wording("Yes please.").await.unwrap();
+        let requested = ts
+            .store
+            .create_signup(
+                veto_store::NewSignup {
+                    email: jo.clone(),
+                    topic: None,
+                    wording: wording.id,
+                    ip: Some("203.0.113.5".into()),
+                    user_agent: Some("Firefox".into()),
+                    form_url: None,
+                },
+                Timestamp::now(),
+                std::time::Duration::from_secs(86_400),
+            )
+            .await
+            .unwrap();
+        let veto_store::SignupRequested::Created { id } = requested else {
+            panic!("[{}] expected a new signup, got {requested:?}", ts.name);
+        };
+        assert!(ts.store.signup(id).await.unwrap().is_some());
+        ts.store.erase(&jo, "dpo", Timestamp::now()).await.unwrap();
+        assert!(
+            ts.store.signup(id).await.unwrap().is_none(),
+            "[{}] the signup row (address, IP) survived erasure",
+            ts.name
+        );
+    }
+}

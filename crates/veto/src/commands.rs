@@ -12,6 +12,7 @@ use veto_core::{
     Channel, Decision, EmailAddress, EventKind, Message, MessageClass, Role, Scope, Timestamp,
     Topic, TopicKey, decide,
 };
+use veto_store::export::event_json;
 use veto_store::{Append, AppendOutcome, ContactInput, Evidence, NewTopic, Store, StoredEvent};
 
 use crate::app::{self, App};
@@ -201,6 +202,8 @@ async fn link(app: &App, email: &str, topic: Option<&str>) -> Result<ExitCode> {
         None => println!("one-click unsubscribe from all marketing for {email}:"),
     }
     println!("{}", links.unsubscribe);
+    println!("preference centre for {email} (every topic, pause, stop all, their data):");
+    println!("{}", links.preferences);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -580,39 +583,6 @@ fn describe(e: &StoredEvent, topics: &HashMap<u16, String>) -> String {
     s
 }
 
-fn event_json(e: &StoredEvent, topics: &HashMap<u16, String>) -> serde_json::Value {
-    let topic = match e.event.scope {
-        Scope::All => None,
-        Scope::Topic(t) => topics.get(&t.0).cloned(),
-    };
-    let mut v = json!({
-        "id": e.event.id.0,
-        "at": e.event.at.to_string(),
-        "recorded_at": e.recorded_at.to_string(),
-        "kind": e.event.kind.name(),
-        "topic": topic,
-        "channel": e.event.channel.map(|c| c.as_str()),
-        "source": e.event.source.as_str(),
-        "actor": e.actor,
-        "wording": e.wording.map(|w| w.0),
-        "form_url": e.form_url,
-        "order_ref": e.order_ref,
-        "personal_data": e.personal,
-        "chain": {"partition": e.partition, "seq": e.seq, "hash": e.hash},
-    });
-    if let EventKind::Relationship(r) = &e.event.kind {
-        v["product_group"] = json!(r.product_group);
-        v["opt_out_offered"] = json!(r.opt_out_offered);
-    }
-    if let EventKind::Pause { until } = &e.event.kind {
-        v["until"] = json!(until.to_string());
-    }
-    if let EventKind::Frequency(l) = &e.event.kind {
-        v["limit"] = json!(l.map(|l| json!({"max": l.max, "per": l.per.as_str()})));
-    }
-    v
-}
-
 async fn topic_names(store: &Store) -> Result<HashMap<u16, String>> {
     Ok(store
         .topics()
@@ -791,7 +761,9 @@ async fn why_message(
 
 async fn export(app: &App, email: &str) -> Result<ExitCode> {
     let email = parse_email(email)?;
-    let Some(contact) = app.store.find_contact(&email).await? else {
+    let Some(v) =
+        veto_store::export::person(&app.store, &email, &app.config.organisation.name).await?
+    else {
         if let Some(at) = app.store.is_suppressed(&email).await? {
             bail!(
                 "{email} was erased on {}: veto holds nothing about them but a keyed hash that keeps them from being marketed to",
@@ -800,28 +772,6 @@ async fn export(app: &App, email: &str) -> Result<ExitCode> {
         }
         bail!("veto holds nothing about {email}");
     };
-    let id = veto_core::ContactId(contact.id);
-    let names = topic_names(&app.store).await?;
-    let events = app.store.events_of(id).await?;
-    let receipts = app.store.receipts_for_contact(id).await?;
-    let mut wordings = vec![];
-    for w in events
-        .iter()
-        .filter_map(|e| e.wording)
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        if let Some(w) = app.store.wording(w).await? {
-            wordings.push(json!({"id": w.id.0, "text": w.text, "sha256": w.hash}));
-        }
-    }
-    let v = json!({
-        "exported_at": Timestamp::now().to_string(),
-        "organisation": app.config.organisation.name,
-        "contact": contact,
-        "consent_events": events.iter().map(|e| event_json(e, &names)).collect::<Vec<_>>(),
-        "wordings_shown": wordings,
-        "messages": receipts,
-    });
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,8 @@ pub enum WebError {
     NotFound,
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("too many requests; try again in a minute")]
     TooManyRequests,
     #[error("the store is unavailable")]
@@ -26,6 +28,7 @@ impl IntoResponse for WebError {
                 "This link is not valid. If you copied it from an email, check that all of it was copied.".to_owned(),
             ),
             WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            WebError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             WebError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, self.to_string()),
             WebError::Store(e) => {
                 tracing::error!(error = ?e, "store error");

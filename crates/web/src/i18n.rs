@@ -66,16 +66,35 @@ pub struct Catalogues {
 }
 
 impl Catalogues {
-    pub fn load() -> Result<Catalogues, WebError> {
+    /// The common catalogues (`locales/{en,cy}.toml`) with `parts` merged
+    /// in: each `(name, English, Welsh)` is `locales/{en,cy}/{name}.toml`.
+    /// A key defined twice, or missing in one language, is an error.
+    pub fn load_with(parts: &[(&str, &str, &str)]) -> Result<Catalogues, WebError> {
         let parse = |name: &str, text: &str| {
             toml::from_str::<BTreeMap<String, String>>(text)
                 .map_err(|e| WebError::Internal(format!("message catalogue {name}: {e}")))
         };
-        let en = parse("en", include_str!("../locales/en.toml"))?;
-        let cy = parse("cy", include_str!("../locales/cy.toml"))?;
+        let mut en = parse("en", include_str!("../locales/en.toml"))?;
+        let mut cy = parse("cy", include_str!("../locales/cy.toml"))?;
+        for (name, en_text, cy_text) in parts {
+            for (lang, all, text) in [("en", &mut en, en_text), ("cy", &mut cy, cy_text)] {
+                for (k, v) in parse(&format!("{lang}/{name}"), text)? {
+                    if all.insert(k.clone(), v).is_some() {
+                        return Err(WebError::Internal(format!(
+                            "message catalogue {lang}/{name} defines {k} again"
+                        )));
+                    }
+                }
+            }
+        }
         if let Some(missing) = en.keys().find(|k| !cy.contains_key(*k)) {
             return Err(WebError::Internal(format!(
                 "the Welsh catalogue lacks {missing}"
+            )));
+        }
+        if let Some(missing) = cy.keys().find(|k| !en.contains_key(*k)) {
+            return Err(WebError::Internal(format!(
+                "the English catalogue lacks {missing}"
             )));
         }
         Ok(Catalogues { en, cy })
@@ -121,7 +140,7 @@ mod tests {
 
     #[test]
     fn catalogues_load_and_match() {
-        let c = Catalogues::load().unwrap();
+        let c = Catalogues::load_with(&[]).unwrap();
         assert_eq!(c.texts(Lang::En).len(), c.texts(Lang::Cy).len());
         assert_eq!(
             c.fill(

@@ -5,12 +5,15 @@
 //! unsubscribes share one fsync. The router is built outside `main`
 //! ([`router`]) so tests can drive it.
 
+mod api;
 mod client;
 mod error;
 mod group_commit;
 mod i18n;
 mod limiter;
 mod pages;
+mod preferences;
+mod request_link;
 mod unsubscribe;
 
 use std::net::SocketAddr;
@@ -100,6 +103,15 @@ impl AppState {
         &self.inner.settings
     }
 
+    /// The policy the pages explain choices by: the sending guard's.
+    pub fn policy(&self) -> veto_core::PolicySettings {
+        self.inner
+            .mailer
+            .as_ref()
+            .map(|m| *m.policy())
+            .unwrap_or_default()
+    }
+
     /// The mailer for veto's own messages (confirmation links).
     pub fn mailer(&self) -> Result<&veto_sender::Mailer, WebError> {
         self.inner.mailer.as_ref().ok_or_else(|| {
@@ -186,8 +198,24 @@ pub fn router(state: AppState) -> Router {
             "/u/{token}",
             get(unsubscribe::page).post(unsubscribe::one_click),
         )
+        .route("/p", get(request_link::page).post(request_link::request))
+        .route("/p/{token}", get(preferences::page).post(preferences::save))
+        .route(
+            "/p/{token}/download",
+            get(preferences::back_to_page).post(preferences::request_download),
+        )
+        .route(
+            "/p/{token}/erase",
+            get(preferences::back_to_page).post(preferences::request_erase),
+        )
+        .route("/p/confirm/download/{token}", get(preferences::download))
+        .route(
+            "/p/confirm/erase/{token}",
+            get(preferences::erase_page).post(preferences::erase),
+        )
         .route("/static/veto.css", get(pages::stylesheet))
         .route("/healthz", get(healthz))
+        .merge(api::routes())
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
@@ -213,7 +241,9 @@ async fn security_headers(mut res: axum::response::Response) -> axum::response::
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     );
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(h, header::REFERRER_POLICY, "no-referrer");
+    // Tokens are in paths: never send them to another site. Same-origin
+    // referrers let browsers send a real Origin on our own forms.
+    set(h, header::REFERRER_POLICY, "same-origin");
     set(h, header::X_FRAME_OPTIONS, "DENY");
     if !h.contains_key(header::CACHE_CONTROL) {
         set(h, header::CACHE_CONTROL, "no-store");

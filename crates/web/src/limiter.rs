@@ -14,6 +14,12 @@ pub struct Limiter {
 impl Limiter {
     /// Counts one hit for `key`; false when it is over `limit` this minute.
     pub fn allow(&self, key: &str, limit: u32) -> bool {
+        self.allow_in(key, limit, WINDOW)
+    }
+
+    /// Counts one hit for `key`; false when it is over `limit` in the
+    /// current `window` (a fixed window that starts at the first hit).
+    pub fn allow_in(&self, key: &str, limit: u32, window: Duration) -> bool {
         let now = Instant::now();
         let Ok(mut map) = self.windows.lock() else {
             // A poisoned lock only means another request panicked; refuse
@@ -21,10 +27,10 @@ impl Limiter {
             return true;
         };
         if map.len() > 100_000 {
-            map.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+            map.retain(|_, (start, _)| now.duration_since(*start) < window.max(WINDOW));
         }
         let entry = map.entry(key.to_owned()).or_insert((now, 0));
-        if now.duration_since(entry.0) >= WINDOW {
+        if now.duration_since(entry.0) >= window {
             *entry = (now, 0);
         }
         entry.1 += 1;

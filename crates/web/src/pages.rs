@@ -8,6 +8,21 @@ use serde_json::{Value, json};
 use crate::i18n::{Catalogues, Lang};
 use crate::{AppState, WebError};
 
+/// Message catalogues beside the common `locales/{en,cy}.toml`: (name,
+/// `locales/en/{name}.toml`, `locales/cy/{name}.toml`).
+const CATALOGUE_PARTS: &[(&str, &str, &str)] = &[
+    (
+        "preferences",
+        include_str!("../locales/en/preferences.toml"),
+        include_str!("../locales/cy/preferences.toml"),
+    ),
+    (
+        "request_link",
+        include_str!("../locales/en/request_link.toml"),
+        include_str!("../locales/cy/request_link.toml"),
+    ),
+];
+
 pub struct Pages {
     env: Environment<'static>,
     pub catalogues: Catalogues,
@@ -27,13 +42,42 @@ impl Pages {
                 "not_found.html",
                 include_str!("../templates/not_found.html"),
             ),
+            ("confirm.html", include_str!("../templates/confirm.html")),
+            (
+                "confirm_done.html",
+                include_str!("../templates/confirm_done.html"),
+            ),
+            (
+                "request_link.html",
+                include_str!("../templates/request_link.html"),
+            ),
+            (
+                "request_link_sent.html",
+                include_str!("../templates/request_link_sent.html"),
+            ),
+            (
+                "preferences.html",
+                include_str!("../templates/preferences.html"),
+            ),
+            (
+                "preferences_saved.html",
+                include_str!("../templates/preferences_saved.html"),
+            ),
+            (
+                "preferences_message.html",
+                include_str!("../templates/preferences_message.html"),
+            ),
+            (
+                "preferences_erase.html",
+                include_str!("../templates/preferences_erase.html"),
+            ),
         ] {
             env.add_template(name, src)
                 .map_err(|e| WebError::Internal(format!("template {name}: {e}")))?;
         }
         Ok(Pages {
             env,
-            catalogues: Catalogues::load()?,
+            catalogues: Catalogues::load_with(CATALOGUE_PARTS)?,
         })
     }
 
@@ -87,8 +131,12 @@ pub async fn not_found(
     not_found_page_in(&state, &headers, q.get("lang").map(String::as_str))
 }
 
-/// The 404 page, in the person's language (honouring `?lang=`, its own
-/// language switch).
+/// The 404 page, in the person's language.
+pub fn not_found_page(state: &AppState, headers: &axum::http::HeaderMap) -> Response {
+    not_found_page_in(state, headers, None)
+}
+
+/// The 404 page, honouring `?lang=` (its own language switch).
 pub fn not_found_page_in(
     state: &AppState,
     headers: &axum::http::HeaderMap,
