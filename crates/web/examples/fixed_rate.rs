@@ -3,6 +3,10 @@
 //! percentiles. wrk is closed-loop, so it cannot show "p99 at 1,000 req/s".
 //!
 //! cargo run --release -p veto-web --example fixed_rate -- urls.txt 1000 20
+//!
+//! With `FORWARDED_FOR=1`, each request carries `X-Forwarded-For` with one
+//! of 65,536 client addresses (198.18.0.0/16, the benchmarking range), as
+//! many people behind a trusted proxy would; veto must trust 127.0.0.1.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if urls.is_empty() || rate == 0 {
         return Err(usage.into());
     }
+    let forwarded = std::env::var("FORWARDED_FOR").is_ok_and(|v| v == "1");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
@@ -42,7 +47,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
-            match client.get(&url).send().await {
+            let mut req = client.get(&url);
+            if forwarded {
+                req = req.header(
+                    "x-forwarded-for",
+                    format!("198.18.{}.{}", (i >> 8) & 255, i & 255),
+                );
+            }
+            match req.send().await {
                 Ok(r) if r.status().is_success() => {
                     let _ = r.bytes().await;
                     latencies.lock().await.push(sent.elapsed());

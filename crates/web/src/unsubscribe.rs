@@ -126,6 +126,9 @@ pub async fn page(
         "explain": explain,
         "for_address": c.fill(lang, "unsub_for", &[("address", &address.masked())]),
         "action": format!("/u/{token}?lang={}", lang.code()),
+        "preferences": crate::links(state.keys(), "", claims.contact as i64, None)
+            .map(|l| format!("{}?lang={}", l.preferences, lang.code()))
+            .ok(),
     });
     Ok(state
         .inner

@@ -11,8 +11,13 @@
 //!   (default `/usr/bin/chromedriver`).
 //! - `VETO_AXE_JS` (default `/var/cache/veto-npm/node_modules/axe-core/axe.min.js`).
 //! - `VETO_SCREENSHOTS_DIR`: when set, screenshots are written there.
+//!
+//! [`mail`] reads the messages veto itself sends (links to confirm, to
+//! download, to erase) from the app's outbox maildir.
 
 #![allow(dead_code)]
+
+pub mod mail;
 
 use std::fmt;
 use std::future::Future;
@@ -181,6 +186,11 @@ impl Chromedriver {
         self.dir.path().join("profile")
     }
 
+    /// Where the browser saves what it downloads.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.dir.path().join("downloads")
+    }
+
     /// The last lines of chromedriver's log, for failure messages.
     pub fn log_text(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -223,8 +233,9 @@ fn free_port() -> u16 {
 }
 
 /// The capabilities of the test browser: headless, no sandbox (root in CI),
-/// no network of its own, a fresh profile, a fixed window and language.
-fn capabilities(tools: &Tools, profile: &Path) -> Capabilities {
+/// no network of its own, a fresh profile, a fixed window and language, and
+/// downloads saved without asking into `downloads`.
+fn capabilities(tools: &Tools, profile: &Path, downloads: &Path) -> Capabilities {
     let args = vec![
         "--headless=new".to_owned(),
         "--no-sandbox".to_owned(),
@@ -244,7 +255,12 @@ fn capabilities(tools: &Tools, profile: &Path) -> Capabilities {
         "goog:chromeOptions": {
             "binary": tools.chromium.display().to_string(),
             "args": args,
-            "prefs": {"intl.accept_languages": "en-GB,en"},
+            "prefs": {
+                "intl.accept_languages": "en-GB,en",
+                "download.default_directory": downloads.display().to_string(),
+                "download.prompt_for_download": false,
+                "download.directory_upgrade": true,
+            },
         },
         "timeouts": {"implicit": 0, "pageLoad": 30_000, "script": 60_000},
     });
@@ -260,6 +276,8 @@ pub struct Browser {
     pub client: Client,
     axe: Arc<String>,
     screenshots: Option<PathBuf>,
+    /// Where downloads land (see [`Chromedriver::downloads_dir`]).
+    pub downloads: PathBuf,
 }
 
 impl Browser {
@@ -269,7 +287,10 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot read axe-core at {}: {e}", tools.axe_js.display()));
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let mut builder = ClientBuilder::new(connector);
-        builder.capabilities(capabilities(tools, &driver.profile_dir()));
+        let downloads = driver.downloads_dir();
+        std::fs::create_dir_all(&downloads)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", downloads.display()));
+        builder.capabilities(capabilities(tools, &driver.profile_dir(), &downloads));
         let client = match tokio::time::timeout(STEP, builder.connect(&driver.url())).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => panic!(
@@ -289,6 +310,7 @@ impl Browser {
             client,
             axe: Arc::new(axe),
             screenshots,
+            downloads,
         }
     }
 
@@ -308,6 +330,69 @@ impl Browser {
     pub async fn text(&self, css: &str) -> String {
         let el = self.find(css).await;
         step(&format!("text of {css}"), el.text()).await
+    }
+
+    /// Every element matching `css`, in document order (none is fine).
+    pub async fn find_all(&self, css: &str) -> Vec<Element> {
+        step(
+            &format!("find all {css}"),
+            self.client.find_all(Locator::Css(css)),
+        )
+        .await
+    }
+
+    /// The text of every element matching `css`, in document order.
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let mut out = vec![];
+        for el in self.find_all(css).await {
+            out.push(step(&format!("text of {css}"), el.text()).await);
+        }
+        out
+    }
+
+    /// Clicks the element, as a pointer would.
+    pub async fn click(&self, css: &str) {
+        let el = self.find(css).await;
+        step(&format!("click {css}"), el.click()).await;
+    }
+
+    /// Whether a checkbox, radio or option is checked.
+    pub async fn is_checked(&self, css: &str) -> bool {
+        let el = self.find(css).await;
+        step(&format!("is {css} checked"), el.is_selected()).await
+    }
+
+    /// The current value of a form control (the chosen option of a select).
+    pub async fn value(&self, css: &str) -> String {
+        let el = self.find(css).await;
+        step(&format!("value of {css}"), el.prop("value"))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Waits until an element matching `css` is on the page: the way to
+    /// know that a form's answer has loaded.
+    pub async fn wait_for(&self, css: &str) -> Element {
+        step(
+            &format!("wait for {css}"),
+            self.client
+                .wait()
+                .at_most(STEP)
+                .for_element(Locator::Css(css)),
+        )
+        .await
+    }
+
+    /// The page as the browser has it now (the DOM, serialised).
+    pub async fn source(&self) -> String {
+        step("page source", self.client.source()).await
+    }
+
+    /// The current URL.
+    pub async fn url(&self) -> String {
+        step("current url", self.client.current_url())
+            .await
+            .to_string()
     }
 
     /// Runs a script in the page and returns its value.
@@ -449,10 +534,36 @@ impl Browser {
         step("reload", self.client.refresh()).await;
     }
 
-    /// Saves a PNG of the viewport as `file` in `VETO_SCREENSHOTS_DIR`, when
-    /// that is set; otherwise only checks that a screenshot can be taken.
+    /// Saves a PNG of the whole page as `file` in `VETO_SCREENSHOTS_DIR`,
+    /// when that is set; otherwise only checks that a screenshot can be
+    /// taken. A page taller than the window is shot in a window grown to
+    /// its height (then the window is put back), so nothing is cut off.
     pub async fn screenshot(&self, file: &str) {
+        let size = self
+            .eval(
+                "return [Math.ceil(document.documentElement.scrollHeight), \
+                 window.outerHeight - window.innerHeight];",
+            )
+            .await;
+        let (page, chrome) = (size[0].as_u64().unwrap_or(0), size[1].as_u64().unwrap_or(0));
+        let tall = u32::try_from(page + chrome)
+            .unwrap_or(u32::MAX)
+            .clamp(WINDOW.1, 8000);
+        if tall > WINDOW.1 {
+            step(
+                "grow the window to the page",
+                self.client.set_window_size(WINDOW.0, tall),
+            )
+            .await;
+        }
         let png = step(&format!("screenshot {file}"), self.client.screenshot()).await;
+        if tall > WINDOW.1 {
+            step(
+                "put the window back",
+                self.client.set_window_size(WINDOW.0, WINDOW.1),
+            )
+            .await;
+        }
         assert!(
             png.starts_with(b"\x89PNG\r\n\x1a\n"),
             "screenshot {file} is not a PNG"
