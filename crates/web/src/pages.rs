@@ -17,6 +17,11 @@ const CATALOGUE_PARTS: &[(&str, &str, &str)] = &[
         include_str!("../locales/cy/preferences.toml"),
     ),
     (
+        "confirm",
+        include_str!("../locales/en/confirm.toml"),
+        include_str!("../locales/cy/confirm.toml"),
+    ),
+    (
         "request_link",
         include_str!("../locales/en/request_link.toml"),
         include_str!("../locales/cy/request_link.toml"),
@@ -129,11 +134,6 @@ pub async fn not_found(
     headers: axum::http::HeaderMap,
 ) -> Response {
     not_found_page_in(&state, &headers, q.get("lang").map(String::as_str))
-}
-
-/// The 404 page, in the person's language.
-pub fn not_found_page(state: &AppState, headers: &axum::http::HeaderMap) -> Response {
-    not_found_page_in(state, headers, None)
 }
 
 /// The 404 page, honouring `?lang=` (its own language switch).

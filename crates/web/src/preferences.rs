@@ -317,12 +317,13 @@ fn same_origin(origin: &HeaderValue, public_url: &str) -> bool {
 /// `Origin`, when there is one, is veto's, and a `Sec-Fetch-Site`, when
 /// there is one, is `same-origin`.
 ///
-/// veto's pages carry `Referrer-Policy: no-referrer`, under which browsers
-/// send `Origin: null` even for a form on the same origin (Fetch, "append a
-/// request `Origin` header"). Such a `null` counts only when
+/// veto's pages carry `Referrer-Policy: same-origin`, but under a stricter
+/// policy (one a proxy may set) browsers send `Origin: null` even for a form
+/// on the same origin (Fetch, "append a request `Origin` header"). Such a
+/// `null` counts only when
 /// `Sec-Fetch-Site: same-origin` vouches for it (every browser that sends
 /// the one sends the other).
-fn from_own_page(headers: &HeaderMap, public_url: &str) -> bool {
+pub(crate) fn from_own_page(headers: &HeaderMap, public_url: &str) -> bool {
     let site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
     if site.is_some_and(|s| s != b"same-origin") {
         return false;

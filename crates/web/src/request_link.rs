@@ -56,9 +56,7 @@ fn form_token(state: &AppState) -> Result<String, WebError> {
 }
 
 fn form_is_genuine(state: &AppState, headers: &HeaderMap, field: Option<&String>) -> bool {
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
-        && !same_origin(origin, &state.settings().public_url)
-    {
+    if !crate::preferences::from_own_page(headers, &state.settings().public_url) {
         return false;
     }
     let Some(Ok(claims)) = field.map(|f| state.keys().verify(f, Purpose::Form)) else {
@@ -68,17 +66,6 @@ fn form_is_genuine(state: &AppState, headers: &HeaderMap, field: Option<&String>
         && claims
             .message
             .is_some_and(|m| minute_now().saturating_sub(m) <= FORM_MINUTES)
-}
-
-/// `Origin` is scheme://host[:port]; `public_url` may carry a path.
-pub(crate) fn same_origin(origin: &str, public_url: &str) -> bool {
-    let base = public_url.trim_end_matches('/');
-    let end = base
-        .find("://")
-        .map(|i| i + 3)
-        .and_then(|i| base[i..].find('/').map(|j| i + j))
-        .unwrap_or(base.len());
-    origin.eq_ignore_ascii_case(&base[..end])
 }
 
 fn render(
@@ -198,33 +185,4 @@ async fn send_link(state: &AppState, lang: Lang, email: &EmailAddress) -> Result
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_origin;
-
-    #[test]
-    fn origins() {
-        assert!(same_origin(
-            "https://prefs.example",
-            "https://prefs.example/"
-        ));
-        assert!(same_origin(
-            "https://prefs.example",
-            "https://prefs.example/veto"
-        ));
-        assert!(same_origin(
-            "http://127.0.0.1:8080",
-            "http://127.0.0.1:8080"
-        ));
-        assert!(!same_origin(
-            "https://evil.example",
-            "https://prefs.example"
-        ));
-        assert!(!same_origin(
-            "https://prefs.example.evil",
-            "https://prefs.example"
-        ));
-    }
 }

@@ -6,7 +6,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -16,7 +18,7 @@ use veto_store::{Signup, SignupConfirmed};
 
 use crate::client::client_ip;
 use crate::i18n::Lang;
-use crate::pages::not_found_page;
+use crate::pages::not_found_page_in;
 use crate::{AppState, WebError};
 
 /// Invalid tokens one address may try in a minute before it gets 429.
@@ -25,50 +27,70 @@ const INVALID_PER_IP: u32 = 30;
 /// Evidence is kept as sent, up to this length.
 const MAX_USER_AGENT: usize = 512;
 
+fn lang(q: &HashMap<String, String>, headers: &HeaderMap) -> Lang {
+    Lang::choose(
+        q.get("lang").map(String::as_str),
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
 pub(crate) async fn page(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
+    let lang = lang(&q, &headers);
     let ip = client_ip(peer, &headers, &state.settings().trusted_proxies);
     let Some((signup, topic)) = lookup(&state, &token, ip).await? else {
-        return Ok(not_found_page(&state, &headers));
+        return Ok(not_found_page_in(
+            &state,
+            &headers,
+            q.get("lang").map(String::as_str),
+        ));
     };
     if signup.confirmed.is_some() {
-        return done(&state, topic.as_ref());
+        return done(&state, lang, topic.as_ref());
     }
-    let org = &state.settings().organisation.name;
+    let org = state.settings().organisation.name.as_str();
+    let c = &state.inner.pages.catalogues;
     let explain = match &topic {
-        Some(t) => format!("Press the button to get {} emails from {org}.", t.name),
-        None => format!("Press the button to get marketing emails from {org}."),
+        Some(t) => c.fill(lang, "confirm_explain", &[("topic", &t.name), ("org", org)]),
+        None => c.fill(lang, "confirm_all_explain", &[("org", org)]),
     };
-    let heading = "Confirm your subscription";
     let ctx = json!({
-        "title": heading,
-        "heading": heading,
+        "heading": c.fill(lang, "confirm_heading", &[]),
         "explain": explain,
-        "for_address": format!("This is for {}.", signup.request.email.masked()),
-        "action": format!("/confirm/{token}"),
-        "button": "Yes, subscribe me",
-        "nothing_yet": "Nothing has changed yet: it only happens when you press the button. If you didn't ask for this, just close this page.",
+        "for_address": c.fill(lang, "confirm_for", &[("address", &signup.request.email.masked())]),
+        "action": format!("/confirm/{token}?lang={}", lang.code()),
+        "button": c.fill(lang, "confirm_button", &[]),
+        "nothing_yet": c.fill(lang, "confirm_nothing_yet", &[]),
     });
     Ok(state
         .inner
         .pages
-        .render(&state, "confirm.html", Lang::En, "", ctx)?
+        .render(&state, "confirm.html", lang, "confirm_heading", ctx)?
         .into_response())
 }
 
 pub(crate) async fn confirm(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
+    let lang = lang(&q, &headers);
     let ip = client_ip(peer, &headers, &state.settings().trusted_proxies);
     let Some((signup, topic)) = lookup(&state, &token, ip).await? else {
-        return Ok(not_found_page(&state, &headers));
+        return Ok(not_found_page_in(
+            &state,
+            &headers,
+            q.get("lang").map(String::as_str),
+        ));
     };
     let user_agent = headers
         .get(header::USER_AGENT)
@@ -85,32 +107,46 @@ pub(crate) async fn confirm(
         .await?;
     match outcome {
         SignupConfirmed::Recorded { .. } | SignupConfirmed::AlreadyConfirmed { .. } => {
-            done(&state, topic.as_ref())
+            done(&state, lang, topic.as_ref())
         }
-        SignupConfirmed::NotFound => Ok(not_found_page(&state, &headers)),
+        SignupConfirmed::NotFound => Ok(not_found_page_in(
+            &state,
+            &headers,
+            q.get("lang").map(String::as_str),
+        )),
         // Only an erasure racing the confirmation can do this.
-        SignupConfirmed::Refused(r) => Err(WebError::BadRequest(format!(
-            "Sorry, this could not be recorded: {}.",
-            r.reason
-        ))),
+        SignupConfirmed::Refused(r) => {
+            Err(WebError::BadRequest(state.inner.pages.catalogues.fill(
+                lang,
+                "confirm_refused",
+                &[("reason", &r.reason.to_string())],
+            )))
+        }
     }
 }
 
-fn done(state: &AppState, topic: Option<&Topic>) -> Result<Response, WebError> {
-    let org = &state.settings().organisation.name;
+fn done(state: &AppState, lang: Lang, topic: Option<&Topic>) -> Result<Response, WebError> {
+    let org = state.settings().organisation.name.as_str();
+    let c = &state.inner.pages.catalogues;
     let heading = match topic {
-        Some(t) => format!("You're subscribed to {}", t.name),
-        None => format!("You're subscribed to marketing emails from {org}"),
+        Some(t) => c.fill(lang, "confirm_done_heading", &[("topic", &t.name)]),
+        None => c.fill(lang, "confirm_done_all_heading", &[("org", org)]),
     };
     let ctx = json!({
         "title": heading,
         "heading": heading,
-        "explain": "Thank you. You can change your mind at any time: every email we send has a link to unsubscribe or to change your choices.",
+        "explain": c.fill(lang, "confirm_done_explain", &[]),
     });
     Ok(state
         .inner
         .pages
-        .render(state, "confirm_done.html", Lang::En, "", ctx)?
+        .render(
+            state,
+            "confirm_done.html",
+            lang,
+            "confirm_done_heading",
+            ctx,
+        )?
         .into_response())
 }
 
