@@ -697,19 +697,7 @@ async fn append_in(b: &Backend, tx: &mut Tx, items: Vec<Append>) -> Result<Vec<A
         qb.build().execute(&mut **tx).await?;
     }
     for w in work.values().filter(|w| w.touched && w.exists && w.fields_changed) {
-        let c = &w.contact;
-        sqlx::query(
-            "UPDATE contacts SET name = $1, phone = $2, postal_address = $3, attributes = $4, jurisdictions = $5, subscriber_type = $6 WHERE id = $7",
-        )
-        .bind(c.name.clone())
-        .bind(c.phone.as_ref().map(|p| p.as_str().to_owned()))
-        .bind(c.postal_address.clone())
-        .bind(serde_json::to_string(&c.attributes).unwrap_or_else(|_| "{}".into()))
-        .bind(c.jurisdictions.to_pipe_list())
-        .bind(c.subscriber_type.unwrap_or(SubscriberType::Individual).as_str())
-        .bind(w.id)
-        .execute(&mut **tx)
-        .await?;
+        update_contact(tx, w.id, &w.contact).await?;
     }
     for chunk in pds.chunks(CHUNK) {
         let mut qb = QueryBuilder::<Db>::new("INSERT INTO personal_data (id, contact_id, salt, body, hash) ");
@@ -803,6 +791,24 @@ async fn insert_fact_rows(tx: &mut Tx, rows: &[FactRow]) -> Result<()> {
         });
         qb.build().execute(&mut **tx).await?;
     }
+    Ok(())
+}
+
+/// Writes a contact's fields (not its address, which is its identity).
+async fn update_contact(tx: &mut Tx, id: i64, c: &ContactInput) -> Result<()> {
+    sqlx::query(
+        "UPDATE contacts SET name = $1, phone = $2, postal_address = $3, attributes = $4, jurisdictions = $5, \
+         subscriber_type = $6 WHERE id = $7",
+    )
+    .bind(c.name.clone())
+    .bind(c.phone.as_ref().map(|p| p.as_str().to_owned()))
+    .bind(c.postal_address.clone())
+    .bind(serde_json::to_string(&c.attributes).unwrap_or_else(|_| "{}".into()))
+    .bind(c.jurisdictions.to_pipe_list())
+    .bind(c.subscriber_type.unwrap_or(SubscriberType::Individual).as_str())
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -1012,19 +1018,7 @@ pub(crate) async fn upsert_contact(b: &Backend, c: ContactInput) -> Result<Resul
                 },
             };
             merge_contact(&mut w, &c);
-            let c = &w.contact;
-            sqlx::query(
-                "UPDATE contacts SET name = $1, phone = $2, postal_address = $3, attributes = $4, jurisdictions = $5, subscriber_type = $6 WHERE id = $7",
-            )
-            .bind(c.name.clone())
-            .bind(c.phone.as_ref().map(|p| p.as_str().to_owned()))
-            .bind(c.postal_address.clone())
-            .bind(serde_json::to_string(&c.attributes).unwrap_or_else(|_| "{}".into()))
-            .bind(c.jurisdictions.to_pipe_list())
-            .bind(c.subscriber_type.unwrap_or(SubscriberType::Individual).as_str())
-            .bind(w.id)
-            .execute(&mut *tx)
-            .await?;
+            update_contact(&mut tx, w.id, &w.contact).await?;
             w.id
         }
         None => {

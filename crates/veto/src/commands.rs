@@ -583,15 +583,6 @@ fn describe(e: &StoredEvent, topics: &HashMap<u16, String>) -> String {
     s
 }
 
-async fn topic_names(store: &Store) -> Result<HashMap<u16, String>> {
-    Ok(store
-        .topics()
-        .await?
-        .into_iter()
-        .map(|t| (t.id.0, t.key.to_string()))
-        .collect())
-}
-
 async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
     if let Some(message) = &args.message {
         return why_message(app, message, args.email.as_deref(), args.json).await;
@@ -622,7 +613,7 @@ async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
         Some(c) => app.store.events_of(c).await?,
         None => vec![],
     };
-    let names = topic_names(&app.store).await?;
+    let names = veto_store::export::topic_keys(&app.store).await?;
     let suppressed = app.store.is_suppressed(&email).await?;
     let deciding = decision
         .event()

@@ -25,6 +25,16 @@ impl Lang {
         }
     }
 
+    /// The language of a page: `?lang=`, else `Accept-Language`.
+    pub fn of_request(query: Option<&str>, headers: &axum::http::HeaderMap) -> Lang {
+        Lang::choose(
+            query,
+            headers
+                .get(axum::http::header::ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok()),
+        )
+    }
+
     /// `?lang=` wins; then the first of the person's `Accept-Language`
     /// preferences (by q) that we have; then English.
     pub fn choose(query: Option<&str>, accept_language: Option<&str>) -> Lang {

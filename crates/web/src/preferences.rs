@@ -86,12 +86,7 @@ pub struct LangQuery {
 }
 
 fn lang(q: &LangQuery, headers: &HeaderMap) -> Lang {
-    Lang::choose(
-        q.lang.as_deref(),
-        headers
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok()),
-    )
+    Lang::of_request(q.lang.as_deref(), headers)
 }
 
 /// Who a request is from: the client, and the language they read.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use veto_core::EmailAddress;
@@ -32,12 +32,7 @@ fn minute_now() -> u64 {
 }
 
 fn lang(q: &HashMap<String, String>, headers: &HeaderMap) -> Lang {
-    Lang::choose(
-        q.get("lang").map(String::as_str),
-        headers
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok()),
-    )
+    Lang::of_request(q.get("lang").map(String::as_str), headers)
 }
 
 /// An anti-forgery value for the form: a token bound to no contact (0) and

@@ -28,12 +28,7 @@ const INVALID_PER_IP: u32 = 30;
 const MAX_USER_AGENT: usize = 512;
 
 fn lang(q: &HashMap<String, String>, headers: &HeaderMap) -> Lang {
-    Lang::choose(
-        q.get("lang").map(String::as_str),
-        headers
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok()),
-    )
+    Lang::of_request(q.get("lang").map(String::as_str), headers)
 }
 
 pub(crate) async fn page(
