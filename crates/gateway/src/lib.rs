@@ -1,0 +1,86 @@
+//! veto-gateway: an SMTP submission server that any mailing tool can send
+//! through, and that lets no marketing message reach a person who said no.
+//!
+//! This crate holds the session core: the protocol state machine
+//! ([`Session`]), classification, the two guard checks (at RCPT, and the
+//! authoritative one at the end of DATA), the personal copies and the
+//! receipts. The listener, STARTTLS and the upstream relay plug in through
+//! [`Gateway`] and the [`Relay`] trait.
+
+mod config;
+mod reply;
+mod session;
+
+pub use config::{Config, FooterText, IpNetwork, Links, NetworkError, TrustedNetwork};
+pub use reply::{Fail, Reply};
+pub use session::{Session, State};
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use veto_store::{Admitted, Guard};
+
+/// What upstream said about one personal copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayOutcome {
+    /// Upstream took responsibility for the copy (its reply, e.g. `250 2.0.0 Ok`).
+    Accepted { reply: String },
+    /// Upstream refused the copy for good (a 5xx reply).
+    Rejected { reply: String },
+}
+
+/// Upstream could not take the copy now; the tool should retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("upstream is temporarily unavailable: {0}")]
+pub struct RelayError(pub String);
+
+/// A boxed future, so that [`Relay`] can be a trait object.
+pub type RelayFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<RelayOutcome, RelayError>> + Send + 'a>>;
+
+/// Where admitted copies go. It takes an [`Admitted`], which only the guard
+/// can build: nothing reaches the wire without the guard's say.
+pub trait Relay: Send + Sync {
+    fn relay<'a>(
+        &'a self,
+        envelope_from: &'a str,
+        admitted: &'a Admitted,
+        message: &'a [u8],
+    ) -> RelayFuture<'a>;
+}
+
+/// What every session of one listener shares.
+pub struct Gateway {
+    config: Config,
+    guard: Guard,
+    relay: Arc<dyn Relay>,
+}
+
+impl Gateway {
+    pub fn new(config: Config, guard: Guard, relay: Arc<dyn Relay>) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            config,
+            guard,
+            relay,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// A session for one accepted connection from `peer`.
+    pub fn session<S>(self: &Arc<Self>, stream: S, peer: IpAddr) -> Session<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        Session::new(stream, peer, Arc::clone(self))
+    }
+}
