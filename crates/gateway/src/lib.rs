@@ -4,14 +4,19 @@
 //! This crate holds the session core: the protocol state machine
 //! ([`Session`]), classification, the two guard checks (at RCPT, and the
 //! authoritative one at the end of DATA), the personal copies and the
-//! receipts. The listener, STARTTLS and the upstream relay plug in through
+//! receipts; the TCP listener ([`listen`]) and the default delivery
+//! ([`MaildirRelay`]). STARTTLS and the upstream SMTP relay plug in through
 //! [`Gateway`] and the [`Relay`] trait.
 
 mod config;
+mod listen;
+mod maildir;
 mod reply;
 mod session;
 
 pub use config::{Config, FooterText, IpNetwork, Links, NetworkError, TrustedNetwork};
+pub use listen::{SHUTDOWN_GRACE, listen, listen_with_grace};
+pub use maildir::MaildirRelay;
 pub use reply::{Fail, Reply};
 pub use session::{Session, State};
 

@@ -132,17 +132,66 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// veto's own messages (confirmation links) go through the guard to the
-/// configured delivery. Today that is the maildir in the data directory.
-pub fn mailer(app: &App) -> Result<veto_sender::Mailer> {
+/// The gateway's settings from veto's: its name and links from
+/// `[organisation]` and `[web]`, who may submit without AUTH from `[gateway]`.
+pub fn gateway_config(config: &Config) -> Result<veto_gateway::Config> {
+    let o = &config.organisation;
+    let links = veto_gateway::Links {
+        public_url: config.web.public_url.clone(),
+        mail_domain: o.domain.clone(),
+        list_domain: o.domain.clone(),
+        feedback_sender: "veto".to_owned(),
+    };
+    let footer = veto_gateway::FooterText {
+        organisation: o.name.clone(),
+        postal_address: o.postal_address.clone(),
+        unsubscribe_text: "Unsubscribe".to_owned(),
+        preferences_text: "Choose what you get".to_owned(),
+    };
+    let mut gateway = veto_gateway::Config::new(&o.domain, links, footer);
+    gateway.trusted_networks = config
+        .gateway
+        .trusted_networks
+        .iter()
+        .map(|n| {
+            Ok(veto_gateway::TrustedNetwork {
+                network: veto_gateway::IpNetwork::parse(&n.to_string())?,
+                default_topic: config.gateway.trusted_default_topic.clone(),
+            })
+        })
+        .collect::<Result<_, veto_gateway::NetworkError>>()
+        .context("[gateway] trusted_networks")?;
+    Ok(gateway)
+}
+
+/// The SMTP gateway over this app's store and policy, delivering to the
+/// configured upstream (today: the maildir `outbox` in the data directory).
+pub fn gateway(app: &App) -> Result<std::sync::Arc<veto_gateway::Gateway>> {
+    let maildir = outbox(app)?;
+    let guard = veto_store::Guard::new(app.store.clone(), app.policy());
+    let relay = std::sync::Arc::new(veto_gateway::MaildirRelay::new(maildir));
+    Ok(veto_gateway::Gateway::new(
+        gateway_config(&app.config)?,
+        guard,
+        relay,
+    ))
+}
+
+fn outbox(app: &App) -> Result<veto_sender::Maildir> {
     let outbox = match &app.config.delivery.upstream {
         config::Upstream::Maildir => app.config.store.data_dir.join("outbox"),
         other => anyhow::bail!(
             "[delivery] upstream = {other}: SMTP delivery comes with the gateway, which is not built yet; use \"maildir\""
         ),
     };
-    let maildir = veto_sender::Maildir::open(&outbox)
-        .with_context(|| format!("cannot create the outbox {}", outbox.display()))?;
+    veto_sender::Maildir::open(&outbox)
+        .with_context(|| format!("cannot create the outbox {}", outbox.display()))
+}
+
+/// veto's own messages (confirmation links) go through the guard to the
+/// configured delivery. Today that is the maildir in the data directory.
+pub fn mailer(app: &App) -> Result<veto_sender::Mailer> {
+    let maildir = outbox(app)?;
     let guard = veto_store::Guard::new(app.store.clone(), app.policy());
     Ok(veto_sender::Mailer::new(
         guard,

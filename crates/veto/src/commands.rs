@@ -154,6 +154,14 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
     let app = App::open(cfg).await?;
     app::init_logging(&app.config);
     let mailer = app::mailer(&app)?;
+    let gateway = app::gateway(&app)?;
+    if let Some(topic) = &app.config.gateway.trusted_default_topic
+        && app.store.topic(topic).await?.is_none()
+    {
+        bail!(
+            "[gateway] trusted_default_topic = {topic:?} is not a topic; add it with `veto topics add` or leave it empty"
+        );
+    }
     let state = veto_web::AppState::with_mailer(
         app.store.clone(),
         app::web_settings(&app.config),
@@ -163,14 +171,54 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(app.config.web.listen)
         .await
         .with_context(|| format!("cannot listen on [web] listen = {}", app.config.web.listen))?;
+    let smtp = tokio::net::TcpListener::bind(app.config.gateway.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on [gateway] listen = {}",
+                app.config.gateway.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, public_url = %app.config.web.public_url, store = app.store.backend_name(), "veto is serving");
+    let smtp_addr = smtp.local_addr()?;
+    tracing::info!(%addr, %smtp_addr, public_url = %app.config.web.public_url, store = app.store.backend_name(), "veto is serving");
     eprintln!(
-        "veto: serving http://{addr} (links use {})",
+        "veto: serving http://{addr} (links use {}) and SMTP on {smtp_addr}",
         app.config.web.public_url
     );
-    veto_web::serve(listener, state, app::shutdown_signal()).await?;
+    if app.config.organisation.postal_address.trim().is_empty() {
+        eprintln!(
+            "warning: [organisation] postal_address is empty: the gateway refuses marketing mail until it is set (every footer carries it)"
+        );
+    }
+
+    // One stop for both servers: SIGTERM / Ctrl-C, or either one failing.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = std::sync::Arc::new(stop_tx);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let signal = {
+        let stop_tx = std::sync::Arc::clone(&stop_tx);
+        tokio::spawn(async move {
+            app::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+    };
+    let web = {
+        let stop_tx = std::sync::Arc::clone(&stop_tx);
+        let until = stopped(stop_rx.clone());
+        async move {
+            let result = veto_web::serve(listener, state, until).await;
+            let _ = stop_tx.send(true);
+            result
+        }
+    };
+    let smtp = veto_gateway::listen(smtp, gateway, stopped(stop_rx));
+    let (web, ()) = tokio::join!(web, smtp);
+    signal.abort();
     app.store.close().await;
+    web.context("the web server failed")?;
     eprintln!("veto: stopped");
     Ok(ExitCode::SUCCESS)
 }

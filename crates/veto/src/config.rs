@@ -120,6 +120,11 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// SMTP from anyone, for veto's own addresses only; `None` = off.
     pub inbound_listen: Option<SocketAddr>,
+    /// Clients that may submit without AUTH (the guard still decides).
+    pub trusted_networks: Vec<IpCidr>,
+    /// The topic of mail from those networks; `None`: each message must
+    /// name its topic with a `Veto-Topic` header.
+    pub trusted_default_topic: Option<veto_core::TopicKey>,
 }
 
 impl Default for GatewayConfig {
@@ -127,6 +132,11 @@ impl Default for GatewayConfig {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 2525)),
             inbound_listen: None,
+            trusted_networks: vec![IpCidr {
+                addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                prefix_len: 32,
+            }],
+            trusted_default_topic: None,
         }
     }
 }
@@ -1047,6 +1057,16 @@ fn read_gateway(s: &mut SectionReader<'_, '_>) -> GatewayConfig {
                 parse_socket_addr(v).map(Some)
             }
         }),
+        trusted_networks: s.list("trusted_networks", d.trusted_networks, None, IpCidr::parse),
+        trusted_default_topic: s.parsed("trusted_default_topic", d.trusted_default_topic, |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                veto_core::TopicKey::parse(v)
+                    .map(Some)
+                    .map_err(|e| format!("topic {e}"))
+            }
+        }),
     };
     s.finish();
     config
@@ -1396,6 +1416,10 @@ trusted_proxies = []
 listen = "127.0.0.1:2525"
 # Address of the SMTP listener for mail to veto's own addresses (unsubscribe+…@, bounces+…@); empty = off.
 inbound_listen = ""
+# Networks whose tools may submit without SMTP AUTH (consent is still checked for every recipient).
+trusted_networks = ["127.0.0.1/32"]
+# Topic key of mail from those networks; empty = none, so each message needs AUTH or a Veto-Topic header.
+trusted_default_topic = ""
 
 [delivery]
 # Where admitted mail goes: "maildir" (a local Maildir, for trying veto out) or your MTA as smtp://host:port.
@@ -1533,6 +1557,8 @@ public_url = "https://veto.example.com/"
 trusted_proxies = ["10.0.0.0/8", "127.0.0.1", "::1"]
 [gateway]
 inbound_listen = "0.0.0.0:25"
+trusted_networks = ["10.1.0.0/16", "::1"]
+trusted_default_topic = "news"
 [delivery]
 upstream = "smtp://mta.internal:2525"
 [organisation]
@@ -1575,6 +1601,17 @@ level = "info,veto=debug"
         assert_eq!(
             c.gateway.inbound_listen,
             Some("0.0.0.0:25".parse().expect("addr"))
+        );
+        let trusted: Vec<String> = c
+            .gateway
+            .trusted_networks
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(trusted, ["10.1.0.0/16", "::1/128"]);
+        assert_eq!(
+            c.gateway.trusted_default_topic.as_ref().map(|t| t.as_str()),
+            Some("news")
         );
         assert_eq!(
             c.delivery.upstream,
@@ -1863,6 +1900,8 @@ empty = ""
             "public_url",
             "trusted_proxies",
             "inbound_listen",
+            "trusted_networks",
+            "trusted_default_topic",
             "upstream",
             "name",
             "postal_address",
@@ -1929,6 +1968,29 @@ empty = ""
         );
         let types = ok(result).config.service.types;
         assert_eq!(types.keys().collect::<Vec<_>>(), ["outage", "security"]);
+    }
+
+    #[test]
+    fn gateway_trusted_networks_and_topic_are_checked() {
+        let (_dir, result) = load_file(
+            "[gateway]\ntrusted_networks = [\"10.0.0.0/33\"]\ntrusted_default_topic = \"Big News\"\n",
+            &[],
+        );
+        let problems = errors(result);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains("[gateway] trusted_networks"),
+            "{problems:#?}"
+        );
+        assert!(problems[0].contains("10.0.0.0/33"), "{problems:#?}");
+        assert!(
+            problems[1].contains("[gateway] trusted_default_topic"),
+            "{problems:#?}"
+        );
+        assert!(problems[1].contains("not a valid key"), "{problems:#?}");
+
+        let (_dir, result) = load_file("[gateway]\ntrusted_networks = []\n", &[]);
+        assert!(ok(result).config.gateway.trusted_networks.is_empty());
     }
 
     #[test]
