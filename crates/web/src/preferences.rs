@@ -230,19 +230,7 @@ impl<'a> Visit<'a> {
         let fields = form
             .map(|Form(f)| Fields(f))
             .map_err(|_| "pref_forbidden_form")?;
-        let claims = fields
-            .get("form")
-            .and_then(|f| self.state.keys().verify(f, Purpose::Form).ok());
-        let fresh = claims.is_some_and(|c| {
-            c.contact == contact
-                && c.scope == TokenScope::AllMarketing
-                && c.message.is_some_and(|at| {
-                    let now = now_minute();
-                    // A minute of slack for nodes whose clocks differ a little.
-                    at <= now + 1 && now.saturating_sub(at) <= FORM_MINUTES
-                })
-        });
-        if fresh {
+        if form_is_fresh(self.state, fields.get("form"), contact) {
             Ok(fields)
         } else {
             Err("pref_forbidden_form")
@@ -525,7 +513,23 @@ fn stop_explain(v: &Visit) -> String {
     v.text("pref_stop_explain", &[("org", v.org())])
 }
 
-fn mint_form(state: &AppState, contact: u64) -> Result<String, WebError> {
+/// Whether `field` is a form token veto minted for `contact` less than
+/// [`FORM_MINUTES`] ago. Contact 0 (never a contact id) is for forms that
+/// belong to nobody yet, such as "email me a link".
+pub(crate) fn form_is_fresh(state: &AppState, field: Option<&str>, contact: u64) -> bool {
+    let claims = field.and_then(|f| state.keys().verify(f, Purpose::Form).ok());
+    claims.is_some_and(|c| {
+        c.contact == contact
+            && c.scope == TokenScope::AllMarketing
+            && c.message.is_some_and(|at| {
+                let now = now_minute();
+                // A minute of slack for nodes whose clocks differ a little.
+                at <= now + 1 && now.saturating_sub(at) <= FORM_MINUTES
+            })
+    })
+}
+
+pub(crate) fn mint_form(state: &AppState, contact: u64) -> Result<String, WebError> {
     let claims = Claims {
         contact,
         scope: TokenScope::AllMarketing,

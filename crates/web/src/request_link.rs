@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use veto_core::EmailAddress;
-use veto_mail::{Claims, Purpose, TokenScope};
 use veto_store::GuardClass;
 
 use crate::client::client_ip;
@@ -24,43 +23,14 @@ const PER_IP: u32 = 10;
 /// Links one email address may be sent in an hour.
 const PER_ADDRESS: u32 = 3;
 const ADDRESS_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
-/// How long the page's form stays valid, in minutes.
-const FORM_MINUTES: u64 = 120;
-
-fn minute_now() -> u64 {
-    u64::try_from(jiff::Timestamp::now().as_second() / 60).unwrap_or(0)
-}
-
 fn lang(q: &HashMap<String, String>, headers: &HeaderMap) -> Lang {
     Lang::of_request(q.get("lang").map(String::as_str), headers)
 }
 
-/// An anti-forgery value for the form: a token bound to no contact (0) and
-/// to the minute it was rendered.
-fn form_token(state: &AppState) -> Result<String, WebError> {
-    let claims = Claims {
-        contact: 0,
-        scope: TokenScope::AllMarketing,
-        message: Some(minute_now()),
-    };
-    Ok(state
-        .keys()
-        .mint(&claims, Purpose::Form)
-        .map_err(|e| WebError::Internal(e.to_string()))?
-        .to_string())
-}
-
+/// The form belongs to nobody yet: its anti-forgery token is for contact 0.
 fn form_is_genuine(state: &AppState, headers: &HeaderMap, field: Option<&String>) -> bool {
-    if !crate::preferences::from_own_page(headers, &state.settings().public_url) {
-        return false;
-    }
-    let Some(Ok(claims)) = field.map(|f| state.keys().verify(f, Purpose::Form)) else {
-        return false;
-    };
-    claims.contact == 0
-        && claims
-            .message
-            .is_some_and(|m| minute_now().saturating_sub(m) <= FORM_MINUTES)
+    crate::preferences::from_own_page(headers, &state.settings().public_url)
+        && crate::preferences::form_is_fresh(state, field.map(String::as_str), 0)
 }
 
 fn render(
@@ -69,7 +39,7 @@ fn render(
     problem: Option<String>,
     email: &str,
 ) -> Result<Response, WebError> {
-    let ctx = json!({ "problem": problem, "email": email, "form_token": form_token(state)? });
+    let ctx = json!({ "problem": problem, "email": email, "form_token": crate::preferences::mint_form(state, 0)? });
     let status = if problem.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {

@@ -104,3 +104,27 @@ async fn an_address_is_not_mailed_again_and_again() {
         app.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_form_token_must_be_this_pages() {
+    for app in apps().await {
+        let contact = app.grant("jo@example.com", "news").await;
+        let url = format!("{}/p", app.base);
+        let email = ("email".to_owned(), "jo@example.com".to_owned());
+        // No token at all.
+        let res = app.post(&url, &[email.clone()], &[]).await;
+        assert_eq!(res.status(), 403, "[{}]", app.name());
+        // A token the preference centre minted for a contact is not this form's.
+        let (_, prefs) = app.page(&app.prefs_url_for(contact)).await;
+        let theirs = forms(&prefs)
+            .into_iter()
+            .find_map(|f| f.get("form").map(str::to_owned))
+            .expect("the preference page has a form token");
+        let res = app
+            .post(&url, &[email.clone(), ("form".to_owned(), theirs)], &[])
+            .await;
+        assert_eq!(res.status(), 403, "[{}]", app.name());
+        assert!(app.outbox_messages().is_empty(), "[{}]", app.name());
+        app.close().await;
+    }
+}
