@@ -112,7 +112,7 @@ async fn the_form_token_must_be_this_pages() {
         let url = format!("{}/p", app.base);
         let email = ("email".to_owned(), "jo@example.com".to_owned());
         // No token at all.
-        let res = app.post(&url, &[email.clone()], &[]).await;
+        let res = app.post(&url, std::slice::from_ref(&email), &[]).await;
         assert_eq!(res.status(), 403, "[{}]", app.name());
         // A token the preference centre minted for a contact is not this form's.
         let (_, prefs) = app.page(&app.prefs_url_for(contact)).await;
