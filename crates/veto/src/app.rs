@@ -26,13 +26,8 @@ impl App {
 
 pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config> {
     let loaded = config::load(explicit)?;
-    // Unknown keys may be typos that change what veto does: say so every
-    // time. A missing postal address is advice for `veto check` to give.
-    for w in loaded
-        .warnings
-        .iter()
-        .filter(|w| !w.starts_with("[organisation] postal_address"))
-    {
+    // Unknown keys may be typos that change what veto does: say so every time.
+    for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
     Ok(loaded.config)

@@ -120,7 +120,11 @@ async fn check(cfg: Option<&Path>) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    for w in &loaded.warnings {
+    for w in loaded
+        .warnings
+        .iter()
+        .chain(&config::advice(&loaded.config))
+    {
         eprintln!("warning: {w}");
     }
     let c = &loaded.config;
@@ -186,10 +190,8 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
         "veto: serving http://{addr} (links use {}) and SMTP on {smtp_addr}",
         app.config.web.public_url
     );
-    if app.config.organisation.postal_address.trim().is_empty() {
-        eprintln!(
-            "warning: [organisation] postal_address is empty: the gateway refuses marketing mail until it is set (every footer carries it)"
-        );
+    for a in config::advice(&app.config) {
+        eprintln!("warning: {a}");
     }
 
     // One stop for both servers: SIGTERM / Ctrl-C, or either one failing.
