@@ -1,9 +1,11 @@
 //! The gateway's settings.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use veto_core::TopicKey;
+use veto_mail::dkim::Signer;
 
 /// Session limits, who may relay, and what goes into each personal copy.
 #[derive(Debug, Clone)]
@@ -29,6 +31,9 @@ pub struct Config {
     pub trusted_networks: Vec<TrustedNetwork>,
     pub links: Links,
     pub footer: FooterText,
+    /// DKIM signatures put on every copy, in this order (e.g. RSA, then
+    /// Ed25519). Empty: copies go unsigned.
+    pub dkim: Vec<Arc<Signer>>,
 }
 
 /// Where the links and list headers of each copy point.
@@ -68,6 +73,7 @@ impl Config {
             trusted_networks: Vec::new(),
             links,
             footer,
+            dkim: Vec::new(),
         }
     }
 

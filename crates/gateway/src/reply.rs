@@ -3,6 +3,7 @@
 use std::fmt;
 
 use veto_core::Reason;
+use veto_mail::dkim::DkimError;
 use veto_mail::rewrite::RewriteError;
 use veto_store::StoreError;
 
@@ -95,6 +96,8 @@ pub enum Fail {
     Token(String),
     #[error("upstream did not take the message: {0}")]
     Upstream(String),
+    #[error("DKIM: {0}")]
+    Dkim(#[from] DkimError),
 }
 
 impl Fail {
@@ -120,6 +123,9 @@ impl Fail {
             Fail::Smuggling => Reply::new(550, "5.5.2", text),
             Fail::TooLarge(_) => Reply::new(552, "5.3.4", text),
             Fail::Upstream(_) => Reply::new(451, "4.4.1", text),
+            // The message itself cannot be signed (e.g. no single From).
+            Fail::Dkim(DkimError::Message(_)) => Reply::new(554, "5.6.0", text),
+            Fail::Dkim(_) => Reply::new(451, "4.3.0", "temporary failure signing the message"),
         }
     }
 }

@@ -62,7 +62,13 @@ async fn only_consenting_recipients_get_a_copy_each_with_their_own_token() {
     let keys = w.token_keys().await;
     let mut tokens = HashSet::new();
     for copy in &relayed {
-        assert_eq!(copy.from, "news@shop.example");
+        // VERP: bounces come back to veto, attributed to this recipient.
+        let bounce = copy
+            .from
+            .strip_prefix("bounces+")
+            .and_then(|rest| rest.strip_suffix("@veto.example.org"))
+            .unwrap_or_else(|| panic!("VERP return path, got {}", copy.from));
+        let bounce_claims = keys.verify(bounce, Purpose::Bounce).expect("bounce token");
         assert!(
             copy.message
                 .contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
@@ -82,6 +88,7 @@ async fn only_consenting_recipients_get_a_copy_each_with_their_own_token() {
             .unwrap()
             .unwrap();
         assert_eq!(claims.contact, contact.id as u64, "token of {}", copy.to);
+        assert_eq!(bounce_claims.contact, contact.id as u64, "return path of {}", copy.to);
         assert!(tokens.insert(token), "tokens are personal");
     }
 

@@ -16,6 +16,12 @@ use super::rcpt::{check_role, resolve_topic};
 use super::{Line, Sender, Session, State};
 use crate::{Fail, RelayOutcome, Reply};
 
+/// One recipient's copy and its VERP return path.
+struct PersonalCopy {
+    bytes: Vec<u8>,
+    return_path: String,
+}
+
 /// What reading the data gave, when the session goes on.
 enum Data {
     Message(Vec<u8>),
@@ -190,7 +196,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let outcome = if unavailable.is_some() {
                 "not relayed: upstream unavailable".to_owned()
             } else {
-                match self.gateway.relay.relay(&self.tx.from, a, copy).await {
+                match self
+                    .gateway
+                    .relay
+                    .relay(&copy.return_path, a, &copy.bytes)
+                    .await
+                {
                     Ok(RelayOutcome::Accepted { reply }) => {
                         delivered += 1;
                         reply
@@ -302,7 +313,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         keys: &TokenKeys,
         admitted: &Admitted,
         campaign: &str,
-    ) -> Result<Vec<u8>, Fail> {
+    ) -> Result<PersonalCopy, Fail> {
         let config = &self.gateway.config;
         let contact = admitted
             .contact()
@@ -320,6 +331,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map_err(|e| Fail::Token(e.to_string()))
         };
         let unsubscribe = mint(TokenScope::Topic(topic.id.0), Purpose::Unsubscribe)?;
+        // VERP (RFC 3464 bounces come back to the return path): the token
+        // names the contact, so a bounce is attributed without parsing.
+        let bounce = mint(TokenScope::AllMarketing, Purpose::Bounce)?;
+        let return_path = format!("bounces+{bounce}@{}", config.links.mail_domain);
         let preferences = mint(TokenScope::AllMarketing, Purpose::Preferences)?;
         let base = config.links.public_url.trim_end_matches('/');
         let unsubscribe_url = format!("{base}/u/{unsubscribe}");
@@ -355,7 +370,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 organisation: &config.footer.organisation,
             }),
         };
-        Ok(original.personal_copy(&p)?)
+        let mut bytes = original.personal_copy(&p)?;
+        for signer in &config.dkim {
+            bytes = signer.sign(&bytes)?;
+        }
+        Ok(PersonalCopy { bytes, return_path })
     }
 }
 
