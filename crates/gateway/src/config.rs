@@ -1,5 +1,6 @@
 //! The gateway's settings.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +32,27 @@ pub struct Config {
     pub trusted_networks: Vec<TrustedNetwork>,
     pub links: Links,
     pub footer: FooterText,
+    /// What a refused recipient is told at RCPT.
+    pub refused_recipients: RefusedRecipients,
+    /// Declared service message types (`Veto-Class: service; type=...`).
+    pub service_types: BTreeSet<String>,
+    /// Service mail to more recipients than this from one sender within
+    /// `bulk_window` is held (`450 4.7.1`) until a DPO approves it.
+    pub bulk_threshold: u64,
+    pub bulk_window: Duration,
     /// DKIM signatures put on every copy, in this order (e.g. RSA, then
     /// Ed25519). Empty: copies go unsigned.
     pub dkim: Vec<Arc<Signer>>,
+}
+
+/// What the gateway says at RCPT to a recipient the guard refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedRecipients {
+    /// `550 5.7.1 <addr> has not agreed to receive <topic> (reason)`.
+    Reject,
+    /// `250`, and the recipient gets nothing (receipted as discarded): for
+    /// tools that stop a whole send at the first 5xx.
+    Discard,
 }
 
 /// Where the links and list headers of each copy point.
@@ -73,6 +92,10 @@ impl Config {
             trusted_networks: Vec::new(),
             links,
             footer,
+            refused_recipients: RefusedRecipients::Reject,
+            service_types: BTreeSet::new(),
+            bulk_threshold: 100,
+            bulk_window: Duration::from_secs(24 * 60 * 60),
             dkim: Vec::new(),
         }
     }

@@ -9,12 +9,15 @@
 //! [`Gateway`] and the [`Relay`] trait.
 
 mod config;
+mod dsn;
 mod listen;
 mod maildir;
 mod reply;
 mod session;
 
-pub use config::{Config, FooterText, IpNetwork, Links, NetworkError, TrustedNetwork};
+pub use config::{
+    Config, FooterText, IpNetwork, Links, NetworkError, RefusedRecipients, TrustedNetwork,
+};
 pub use listen::{SHUTDOWN_GRACE, listen, listen_with_grace};
 pub use maildir::MaildirRelay;
 pub use reply::{Fail, Reply};
@@ -23,10 +26,10 @@ pub use session::{Session, State};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use veto_store::{Admitted, Guard};
+use veto_store::{Admitted, Guard, ReceiptLog};
 
 /// What upstream said about one personal copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +65,8 @@ pub struct Gateway {
     config: Config,
     guard: Guard,
     relay: Arc<dyn Relay>,
+    /// Started on first use, inside the runtime.
+    receipts: OnceLock<ReceiptLog>,
 }
 
 impl Gateway {
@@ -70,7 +75,14 @@ impl Gateway {
             config,
             guard,
             relay,
+            receipts: OnceLock::new(),
         })
+    }
+
+    /// Where receipts and relayed copies are committed, in groups.
+    fn receipt_log(&self) -> &ReceiptLog {
+        self.receipts
+            .get_or_init(|| ReceiptLog::start(self.guard.store().clone()))
     }
 
     pub fn config(&self) -> &Config {

@@ -70,20 +70,31 @@ pub enum Fail {
         topic: String,
         reason: Reason,
     },
-    #[error("the API key's role ({0}) may not send marketing")]
-    RoleMayNotSendMarketing(String),
+    #[error("the API key's role ({role}) may not send {what}")]
+    RoleMayNotSend { role: String, what: &'static str },
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
+    #[error("unknown service type {0:?}: declare it under [service.types]")]
+    UnknownServiceType(String),
+    #[error(
+        "held: {sender} sent service mail to {count} recipients within the bulk window, more than the threshold of {threshold}; approval request {id} awaits a DPO (POST /api/v1/approvals/{id}), then retry"
+    )]
+    Held {
+        id: i64,
+        sender: String,
+        count: u64,
+        threshold: u64,
+    },
     #[error("{header} contradicts this transaction's classification ({known})")]
     Contradiction { header: String, known: String },
     #[error(
-        "message has no classification: give the API key or network a default topic, or add a Veto-Topic: header"
+        "message has no classification: give the API key or network a default topic, or add a Veto-Topic: or Veto-Class: header"
     )]
     NoClassification,
-    #[error("malformed {0} header")]
+    #[error(
+        "malformed {0} header: write Veto-Topic: <topic>, Veto-Class: marketing; topic=<topic>, or Veto-Class: service; type=<type>"
+    )]
     MalformedClassHeader(String),
-    #[error("service mail (Veto-Class: service) is not accepted by this gateway yet")]
-    ServiceNotSupported,
     #[error("message refused: {0}")]
     Rewrite(#[from] RewriteError),
     #[error("bare CR or LF in message data (SMTP smuggling protection); use CRLF line endings")]
@@ -113,12 +124,14 @@ impl Fail {
             ),
             Fail::AuthRequired => Reply::new(530, "5.7.0", "Authentication required"),
             Fail::NotAgreed { .. } => Reply::new(550, "5.7.1", text),
-            Fail::RoleMayNotSendMarketing(_)
+            Fail::RoleMayNotSend { .. }
             | Fail::UnknownTopic(_)
+            | Fail::UnknownServiceType(_)
             | Fail::Contradiction { .. }
             | Fail::NoClassification
-            | Fail::MalformedClassHeader(_)
-            | Fail::ServiceNotSupported => Reply::new(550, "5.7.1", text),
+            | Fail::MalformedClassHeader(_) => Reply::new(550, "5.7.1", text),
+            // RFC 3463: 4.7.1, delivery not authorised (yet); the tool retries.
+            Fail::Held { .. } => Reply::new(450, "4.7.1", text),
             Fail::Rewrite(_) | Fail::DataLineTooLong(_) => Reply::new(554, "5.6.0", text),
             Fail::Smuggling => Reply::new(550, "5.5.2", text),
             Fail::TooLarge(_) => Reply::new(552, "5.3.4", text),

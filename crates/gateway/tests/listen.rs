@@ -1,7 +1,5 @@
 //! The TCP listener and the maildir delivery, over real loopback sockets.
 
-// Shared with the session tests; this file uses only part of it.
-#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;

@@ -8,10 +8,12 @@ mod chain;
 pub mod export;
 pub mod guard;
 mod model;
+pub mod receipt_log;
 
 pub use chain::{PARTITIONS, VerifyProblem, VerifyReport};
 pub use guard::{Admitted, Guard, GuardClass};
 pub use model::*;
+pub use receipt_log::ReceiptLog;
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +24,7 @@ use veto_core::{
 };
 
 /// The schema version this build writes. A store with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -284,7 +286,18 @@ impl Store {
         role: Role,
         default_topic: Option<&TopicKey>,
     ) -> Result<NewApiKey> {
-        dispatch!(self, create_api_key(role, default_topic))
+        self.create_api_key_with(KeySpec {
+            role,
+            default_topic: default_topic.cloned(),
+            default_service: None,
+            owner: None,
+        })
+        .await
+    }
+
+    /// A new key with a holder and defaults; the plain key is returned once.
+    pub async fn create_api_key_with(&self, spec: KeySpec) -> Result<NewApiKey> {
+        dispatch!(self, create_api_key(spec))
     }
 
     pub async fn api_key(&self, plain: &str) -> Result<Option<ApiKey>> {
@@ -302,7 +315,66 @@ impl Store {
     }
 
     pub async fn record_receipts(&self, receipts: Vec<NewReceipt>) -> Result<()> {
-        dispatch!(self, record_receipts(receipts))
+        self.record_deliveries(vec![Delivery {
+            receipts,
+            ..Delivery::default()
+        }])
+        .await
+    }
+
+    /// Receipts, relayed copies and service volume of several messages, in
+    /// one transaction (see [`ReceiptLog`] for committing them in groups).
+    pub async fn record_deliveries(&self, deliveries: Vec<Delivery>) -> Result<()> {
+        dispatch!(self, record_deliveries(deliveries))
+    }
+
+    /// The recipients of `message_key` that upstream accepted since `since`.
+    pub async fn relayed_recipients(
+        &self,
+        message_key: &str,
+        since: Timestamp,
+    ) -> Result<Vec<String>> {
+        dispatch!(self, relayed_recipients(message_key, since))
+    }
+
+    /// Forgets relayed copies and service volume older than `before`.
+    pub async fn prune_relayed(&self, before: Timestamp) -> Result<u64> {
+        dispatch!(self, prune_relayed(before))
+    }
+
+    /// Recipients of service mail that `actor` sent since `since`.
+    pub async fn service_volume(&self, actor: &str, since: Timestamp) -> Result<i64> {
+        dispatch!(self, service_volume(actor, since))
+    }
+
+    /// Files (or refreshes) `actor`'s pending request for a DPO's approval.
+    pub async fn hold_for_approval(&self, hold: HoldRequest) -> Result<Approval> {
+        dispatch!(self, hold_for_approval(hold))
+    }
+
+    pub async fn approval(&self, id: i64) -> Result<Option<Approval>> {
+        dispatch!(self, approval(id))
+    }
+
+    pub async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>> {
+        dispatch!(self, approvals(pending_only))
+    }
+
+    /// When `actor`'s service sends were last approved.
+    pub async fn latest_approval(&self, actor: &str) -> Result<Option<Timestamp>> {
+        dispatch!(self, latest_approval(actor))
+    }
+
+    /// Records a DPO's approval of a held send. The caller checks that the
+    /// approver may (a DPO, not the requester); approving twice keeps the first.
+    pub async fn approve(
+        &self,
+        id: i64,
+        by: &str,
+        by_owner: &str,
+        at: Timestamp,
+    ) -> Result<Approval> {
+        dispatch!(self, approve(id, by, by_owner, at))
     }
 
     /// Stores a double opt-in signup, unless a confirmation was mailed to

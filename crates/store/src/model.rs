@@ -131,7 +131,71 @@ pub struct ApiKey {
     pub prefix: String,
     pub role: Role,
     pub default_topic: Option<String>,
+    /// The service type of its mail when a message does not say.
+    pub default_service: Option<String>,
+    /// The person who holds the key (a DPO may not approve their own sends).
+    pub owner: Option<String>,
     pub created_at: Timestamp,
+}
+
+/// What a new API key may do and who holds it.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub role: Role,
+    /// Must be a topic in the store.
+    pub default_topic: Option<TopicKey>,
+    /// A service type declared in the configuration (checked by the caller).
+    pub default_service: Option<String>,
+    pub owner: Option<String>,
+}
+
+/// A copy upstream accepted: remembered so a retry does not send it again.
+#[derive(Debug, Clone)]
+pub struct RelayedCopy {
+    /// The message's Message-ID.
+    pub message_key: String,
+    pub recipient: String,
+    pub relayed_at: Timestamp,
+    pub upstream_reply: String,
+}
+
+/// What one message's hand-off leaves behind, committed together.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    pub receipts: Vec<NewReceipt>,
+    pub relayed: Vec<RelayedCopy>,
+    /// Service mail: who sent it, to how many recipients (the bulk brake counts it).
+    pub service: Option<(String, i64)>,
+}
+
+/// A service send held by the bulk brake, and its approval if given.
+#[derive(Debug, Clone, Serialize)]
+pub struct Approval {
+    pub id: i64,
+    /// `api-key:<prefix>` or `trusted-network:<cidr>`.
+    pub actor: String,
+    pub owner: Option<String>,
+    /// `service:<type>`.
+    pub class: String,
+    /// Recipients of the held message.
+    pub recipients: i64,
+    /// Recipients already sent in the window when it was held.
+    pub window_count: i64,
+    pub requested_at: Timestamp,
+    pub approved_by: Option<String>,
+    pub approver_owner: Option<String>,
+    pub approved_at: Option<Timestamp>,
+}
+
+/// A service send the brake stops.
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    pub actor: String,
+    pub owner: Option<String>,
+    pub class: String,
+    pub recipients: i64,
+    pub window_count: i64,
+    pub at: Timestamp,
 }
 
 /// One recipient of one message: the decision and its evidence.

@@ -70,11 +70,13 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
     &[
         (1, include_str!("migrations/postgres_0001.sql")),
         (2, include_str!("migrations/postgres_0002.sql")),
+        (4, include_str!("migrations/postgres_0004.sql")),
     ]
 } else {
     &[
         (1, include_str!("migrations/sqlite_0001.sql")),
         (2, include_str!("migrations/sqlite_0002.sql")),
+        (4, include_str!("migrations/sqlite_0004.sql")),
     ]
 };
 
@@ -1182,12 +1184,13 @@ fn key_hash(plain: &str) -> Vec<u8> {
     Sha256::digest(plain.as_bytes()).to_vec()
 }
 
-pub(crate) async fn create_api_key(b: &Backend, role: Role, default_topic: Option<&TopicKey>) -> Result<NewApiKey> {
+pub(crate) async fn create_api_key(b: &Backend, spec: KeySpec) -> Result<NewApiKey> {
+    let KeySpec { role, default_topic, default_service, owner } = spec;
     // 256 random bits; the key is shown once, its SHA-256 kept.
     let key = format!("veto_{}", data_encoding_lower(&random32()));
     let prefix = key[..13].to_owned();
     let mut tx = begin(b).await?;
-    if let Some(t) = default_topic {
+    if let Some(t) = &default_topic {
         let known: Option<i64> = sqlx::query_scalar("SELECT id FROM topics WHERE key = $1")
             .bind(t.as_str())
             .fetch_optional(&mut *tx)
@@ -1197,12 +1200,15 @@ pub(crate) async fn create_api_key(b: &Backend, role: Role, default_topic: Optio
         }
     }
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO api_keys (prefix, hash, role, default_topic, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO api_keys (prefix, hash, role, default_topic, default_service, owner, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(&prefix)
     .bind(key_hash(&key))
     .bind(role.as_str())
     .bind(default_topic.map(|t| t.as_str().to_owned()))
+    .bind(default_service)
+    .bind(owner)
     .bind(now_us())
     .fetch_one(&mut *tx)
     .await?;
@@ -1241,6 +1247,8 @@ pub(crate) async fn api_key(b: &Backend, plain: &str) -> Result<Option<ApiKey>> 
             prefix: r.try_get("prefix")?,
             role: role.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
             default_topic: r.try_get("default_topic")?,
+            default_service: r.try_get("default_service")?,
+            owner: r.try_get("owner")?,
             created_at: ts(r.try_get("created_at")?)?,
         })
     })
@@ -1281,8 +1289,32 @@ pub(crate) async fn rotate_token_key(b: &Backend) -> Result<u8> {
 
 // ---- receipts ---------------------------------------------------------------------
 
-pub(crate) async fn record_receipts(b: &Backend, receipts: Vec<NewReceipt>) -> Result<()> {
+pub(crate) async fn record_deliveries(b: &Backend, deliveries: Vec<Delivery>) -> Result<()> {
     let mut tx = begin(b).await?;
+    let receipts: Vec<&NewReceipt> = deliveries.iter().flat_map(|d| &d.receipts).collect();
+    let relayed: Vec<&RelayedCopy> = deliveries.iter().flat_map(|d| &d.relayed).collect();
+    let now = now_us();
+    for chunk in relayed.chunks(CHUNK) {
+        // A copy relayed again (a tool that resent after its DATA was
+        // answered) keeps its first record.
+        let mut qb = QueryBuilder::<Db>::new("INSERT INTO relayed (message_key, recipient, relayed_at, upstream_reply) ");
+        qb.push_values(chunk, |mut row, r| {
+            row.push_bind(r.message_key.clone())
+                .push_bind(r.recipient.clone())
+                .push_bind(r.relayed_at.as_microsecond())
+                .push_bind(r.upstream_reply.clone());
+        });
+        qb.push(" ON CONFLICT (message_key, recipient) DO NOTHING");
+        qb.build().execute(&mut *tx).await?;
+    }
+    for (actor, recipients) in deliveries.iter().filter_map(|d| d.service.as_ref()) {
+        sqlx::query("INSERT INTO service_volume (actor, sent_at, recipients) VALUES ($1, $2, $3)")
+            .bind(actor)
+            .bind(now)
+            .bind(recipients)
+            .execute(&mut *tx)
+            .await?;
+    }
     for chunk in receipts.chunks(CHUNK) {
         let mut qb = QueryBuilder::<Db>::new(
             "INSERT INTO receipts (message_id, contact_id, recipient, subject, content_hash, template_version, class, channel, \
@@ -1632,4 +1664,150 @@ pub(crate) async fn confirm_signup(
         }
         None => Err(StoreError::Corrupt("a confirmation produced no outcome".into())),
     }
+}
+
+// ---- relay memory, service brake -------------------------------------------
+
+pub(crate) async fn relayed_recipients(b: &Backend, message_key: &str, since: Timestamp) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar("SELECT recipient FROM relayed WHERE message_key = $1 AND relayed_at >= $2")
+        .bind(message_key)
+        .bind(since.as_microsecond())
+        .fetch_all(&b.read)
+        .await?)
+}
+
+pub(crate) async fn prune_relayed(b: &Backend, before: Timestamp) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM relayed WHERE relayed_at < $1")
+        .bind(before.as_microsecond())
+        .execute(&b.write)
+        .await?;
+    sqlx::query("DELETE FROM service_volume WHERE sent_at < $1")
+        .bind(before.as_microsecond())
+        .execute(&b.write)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Recipients of service mail `actor` sent since `since`.
+pub(crate) async fn service_volume(b: &Backend, actor: &str, since: Timestamp) -> Result<i64> {
+    let n: Option<i64> = sqlx::query_scalar(
+        "SELECT CAST(SUM(recipients) AS BIGINT) FROM service_volume WHERE actor = $1 AND sent_at >= $2",
+    )
+    .bind(actor)
+    .bind(since.as_microsecond())
+    .fetch_one(&b.read)
+    .await?;
+    Ok(n.unwrap_or(0))
+}
+
+fn approval_from_row(r: &DbRow) -> Result<Approval> {
+    let approved_at: Option<i64> = r.try_get("approved_at")?;
+    Ok(Approval {
+        id: r.try_get("id")?,
+        actor: r.try_get("actor")?,
+        owner: r.try_get("owner")?,
+        class: r.try_get("class")?,
+        recipients: r.try_get("recipients")?,
+        window_count: r.try_get("window_count")?,
+        requested_at: ts(r.try_get("requested_at")?)?,
+        approved_by: r.try_get("approved_by")?,
+        approver_owner: r.try_get("approver_owner")?,
+        approved_at: approved_at.map(ts).transpose()?,
+    })
+}
+
+/// The pending request of `actor`, or a new one: a tool retrying a held
+/// send does not file a request per attempt.
+pub(crate) async fn hold_for_approval(b: &Backend, hold: HoldRequest) -> Result<Approval> {
+    let mut tx = begin(b).await?;
+    let pending = sqlx::query("SELECT * FROM approvals WHERE actor = $1 AND approved_at IS NULL ORDER BY id DESC LIMIT 1")
+        .bind(&hold.actor)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let row = match pending {
+        Some(row) => {
+            let id: i64 = row.try_get("id")?;
+            let sql = if IS_PG {
+                "UPDATE approvals SET recipients = GREATEST(recipients, $1), window_count = $2 WHERE id = $3 RETURNING *"
+            } else {
+                "UPDATE approvals SET recipients = MAX(recipients, $1), window_count = $2 WHERE id = $3 RETURNING *"
+            };
+            sqlx::query(sql)
+            .bind(hold.recipients)
+            .bind(hold.window_count)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "INSERT INTO approvals (actor, owner, class, recipients, window_count, requested_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            )
+            .bind(&hold.actor)
+            .bind(&hold.owner)
+            .bind(&hold.class)
+            .bind(hold.recipients)
+            .bind(hold.window_count)
+            .bind(hold.at.as_microsecond())
+            .fetch_one(&mut *tx)
+            .await?
+        }
+    };
+    let approval = approval_from_row(&row)?;
+    tx.commit().await?;
+    Ok(approval)
+}
+
+pub(crate) async fn approval(b: &Backend, id: i64) -> Result<Option<Approval>> {
+    sqlx::query("SELECT * FROM approvals WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&b.read)
+        .await?
+        .map(|r| approval_from_row(&r))
+        .transpose()
+}
+
+pub(crate) async fn approvals(b: &Backend, pending_only: bool) -> Result<Vec<Approval>> {
+    let sql = if pending_only {
+        "SELECT * FROM approvals WHERE approved_at IS NULL ORDER BY id"
+    } else {
+        "SELECT * FROM approvals ORDER BY id"
+    };
+    sqlx::query(sql).fetch_all(&b.read).await?.iter().map(approval_from_row).collect()
+}
+
+/// When `actor`'s latest approved hold was approved.
+pub(crate) async fn latest_approval(b: &Backend, actor: &str) -> Result<Option<Timestamp>> {
+    let at: Option<i64> = sqlx::query_scalar("SELECT MAX(approved_at) FROM approvals WHERE actor = $1")
+        .bind(actor)
+        .fetch_one(&b.read)
+        .await?;
+    at.map(ts).transpose()
+}
+
+/// Records the approval, once; approving again changes nothing.
+pub(crate) async fn approve(b: &Backend, id: i64, by: &str, by_owner: &str, at: Timestamp) -> Result<Approval> {
+    let mut tx = begin(b).await?;
+    let row = sqlx::query(
+        "UPDATE approvals SET approved_by = $1, approver_owner = $2, approved_at = $3 \
+         WHERE id = $4 AND approved_at IS NULL RETURNING *",
+    )
+    .bind(by)
+    .bind(by_owner)
+    .bind(at.as_microsecond())
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let row = match row {
+        Some(row) => row,
+        None => sqlx::query("SELECT * FROM approvals WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("approval {id}")))?,
+    };
+    let approval = approval_from_row(&row)?;
+    tx.commit().await?;
+    Ok(approval)
 }

@@ -786,3 +786,153 @@ async fn erasure_removes_pending_signups_too() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_copies_service_volume_and_approvals() {
+    use veto_store::{Delivery, HoldRequest, KeySpec, ReceiptLog, RelayedCopy};
+    for ts in helpers::stores().await {
+        let now = veto_core::Timestamp::now();
+        let copy = |to: &str| RelayedCopy {
+            message_key: "<m1@example.com>".into(),
+            recipient: to.into(),
+            relayed_at: now,
+            upstream_reply: "250 2.0.0 Ok".into(),
+        };
+        // Two deliveries through the group committer, one repeating a copy.
+        let log = ReceiptLog::start(ts.store.clone());
+        let jo = addr("jo@example.com");
+        let (a, b) = tokio::join!(
+            log.record(Delivery {
+                receipts: vec![receipt(None, &jo, "news", true, 1)],
+                relayed: vec![copy("a@example.com"), copy("b@example.com")],
+                service: Some(("api-key:veto_svc".into(), 2)),
+            }),
+            log.record(Delivery {
+                receipts: vec![],
+                relayed: vec![copy("b@example.com")],
+                service: Some(("api-key:veto_svc".into(), 3)),
+            })
+        );
+        a.unwrap();
+        b.unwrap();
+        let mut relayed = ts
+            .store
+            .relayed_recipients("<m1@example.com>", now - std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        relayed.sort();
+        assert_eq!(relayed, ["a@example.com", "b@example.com"]);
+        assert!(
+            ts.store
+                .relayed_recipients("<m2@example.com>", now - std::time::Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let since = now - std::time::Duration::from_secs(60);
+        assert_eq!(
+            ts.store
+                .service_volume("api-key:veto_svc", since)
+                .await
+                .unwrap(),
+            5
+        );
+        assert_eq!(
+            ts.store
+                .service_volume("api-key:other", since)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            ts.store
+                .receipts_for_message("<m1@example.com>")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // Pruning forgets what is older than the memory.
+        let later = now + std::time::Duration::from_secs(1);
+        assert_eq!(ts.store.prune_relayed(later).await.unwrap(), 2);
+        assert_eq!(
+            ts.store
+                .service_volume("api-key:veto_svc", since)
+                .await
+                .unwrap(),
+            0
+        );
+
+        // One pending request per sender, however often the tool retries.
+        let hold = |n| HoldRequest {
+            actor: "api-key:veto_svc".into(),
+            owner: Some("sam".into()),
+            class: "service:billing".into(),
+            recipients: n,
+            window_count: 100,
+            at: now,
+        };
+        let first = ts.store.hold_for_approval(hold(5)).await.unwrap();
+        let again = ts.store.hold_for_approval(hold(7)).await.unwrap();
+        assert_eq!(first.id, again.id);
+        assert_eq!(again.recipients, 7);
+        assert_eq!(ts.store.approvals(true).await.unwrap().len(), 1);
+        assert!(
+            ts.store
+                .latest_approval("api-key:veto_svc")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let approved = ts
+            .store
+            .approve(first.id, "api-key:veto_dpo", "dana", now)
+            .await
+            .unwrap();
+        assert_eq!(approved.approver_owner.as_deref(), Some("dana"));
+        let twice = ts
+            .store
+            .approve(first.id, "api-key:veto_x", "xavier", now)
+            .await
+            .unwrap();
+        assert_eq!(
+            twice.approved_by.as_deref(),
+            Some("api-key:veto_dpo"),
+            "the first approval stands"
+        );
+        assert!(ts.store.approvals(true).await.unwrap().is_empty());
+        assert!(
+            ts.store
+                .latest_approval("api-key:veto_svc")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            ts.store
+                .approve(999, "api-key:veto_dpo", "dana", now)
+                .await
+                .is_err()
+        );
+        // The next hold is a new request.
+        assert_ne!(
+            ts.store.hold_for_approval(hold(1)).await.unwrap().id,
+            first.id
+        );
+
+        // Keys name their holder and default service type.
+        let k = ts
+            .store
+            .create_api_key_with(KeySpec {
+                role: Role::ServiceSender,
+                default_topic: None,
+                default_service: Some("billing".into()),
+                owner: Some("sam".into()),
+            })
+            .await
+            .unwrap();
+        let found = ts.store.api_key(&k.key).await.unwrap().unwrap();
+        assert_eq!(found.owner.as_deref(), Some("sam"));
+        assert_eq!(found.default_service.as_deref(), Some("billing"));
+    }
+}

@@ -156,6 +156,14 @@ pub fn gateway_config(config: &Config) -> Result<veto_gateway::Config> {
         })
         .collect::<Result<_, veto_gateway::NetworkError>>()
         .context("[gateway] trusted_networks")?;
+    gateway.refused_recipients = if config.gateway.discard_refused {
+        veto_gateway::RefusedRecipients::Discard
+    } else {
+        veto_gateway::RefusedRecipients::Reject
+    };
+    gateway.service_types = config.service.types.keys().cloned().collect();
+    gateway.bulk_threshold = config.service.bulk_threshold;
+    gateway.bulk_window = config.service.bulk_window;
     Ok(gateway)
 }
 

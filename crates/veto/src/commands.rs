@@ -317,12 +317,40 @@ async fn keys(app: &App, cmd: KeysCmd) -> Result<ExitCode> {
         KeysCmd::Create {
             role,
             default_topic,
+            service_type,
+            owner,
         } => {
             let role: Role = role.parse().map_err(|e| anyhow!("--role: {e}"))?;
             let topic = default_topic
                 .map(|t| TopicKey::parse(&t).map_err(|e| anyhow!("--default-topic: {e}")))
                 .transpose()?;
-            let k = app.store.create_api_key(role, topic.as_ref()).await?;
+            if let Some(kind) = &service_type {
+                let declared = &app.config.service.types;
+                if !declared.contains_key(kind) {
+                    let known: Vec<&str> = declared.keys().map(String::as_str).collect();
+                    bail!(
+                        "--service-type: {kind:?} is not declared under [service.types] (declared: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    );
+                }
+            }
+            let owner = owner.map(|o| o.trim().to_owned());
+            if owner.as_deref() == Some("") {
+                bail!("--owner: give the name of the person who holds the key");
+            }
+            let k = app
+                .store
+                .create_api_key_with(veto_store::KeySpec {
+                    role,
+                    default_topic: topic,
+                    default_service: service_type,
+                    owner,
+                })
+                .await?;
             eprintln!(
                 "created a {} key (id {}, {}…); it is shown once, keep it safe:",
                 k.role, k.id, k.prefix

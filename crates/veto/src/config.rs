@@ -125,6 +125,10 @@ pub struct GatewayConfig {
     /// The topic of mail from those networks; `None`: each message must
     /// name its topic with a `Veto-Topic` header.
     pub trusted_default_topic: Option<veto_core::TopicKey>,
+    /// `false` (default): a refused recipient gets `550 5.7.1` at RCPT;
+    /// `true`: `250`, and nothing is sent to them (for tools that give up
+    /// on a whole send at the first 5xx). Receipted either way.
+    pub discard_refused: bool,
 }
 
 impl Default for GatewayConfig {
@@ -137,6 +141,7 @@ impl Default for GatewayConfig {
                 prefix_len: 32,
             }],
             trusted_default_topic: None,
+            discard_refused: false,
         }
     }
 }
@@ -1081,6 +1086,13 @@ fn read_gateway(s: &mut SectionReader<'_, '_>) -> GatewayConfig {
                     .map_err(|e| format!("topic {e}"))
             }
         }),
+        discard_refused: s.parsed("refused_recipients", d.discard_refused, |v| match v {
+            "reject" => Ok(false),
+            "discard" => Ok(true),
+            other => Err(format!(
+                "{other:?} is not a choice: \"reject\" (550 at RCPT, the default) or \"discard\" (250, and nothing is sent)"
+            )),
+        }),
     };
     s.finish();
     config
@@ -1427,6 +1439,9 @@ inbound_listen = ""
 trusted_networks = ["127.0.0.1/32"]
 # Topic key of mail from those networks; empty = none, so each message needs AUTH or a Veto-Topic header.
 trusted_default_topic = ""
+# What a recipient who has not agreed is told at RCPT: "reject" (550 5.7.1 with the reason) or
+# "discard" (250, and nothing is sent: for tools that abandon a whole send at the first 5xx). Receipted either way.
+refused_recipients = "reject"
 
 [delivery]
 # Where admitted mail goes: "maildir" (a local Maildir, for trying veto out) or your MTA as smtp://host:port.
@@ -1911,6 +1926,7 @@ empty = ""
             "inbound_listen",
             "trusted_networks",
             "trusted_default_topic",
+            "refused_recipients",
             "upstream",
             "name",
             "postal_address",

@@ -108,6 +108,12 @@ enum KeysCmd {
         /// The topic this key's mail is classified as by default.
         #[arg(long)]
         default_topic: Option<String>,
+        /// The service type ([service.types]) this key's mail is by default.
+        #[arg(long, conflicts_with = "default_topic")]
+        service_type: Option<String>,
+        /// Who holds the key; a DPO cannot approve a send held for their own key.
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// Start signing unsubscribe links with a new key; old links keep working.
     RotateTokenKey,

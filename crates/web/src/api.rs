@@ -8,6 +8,7 @@
 //! No request can re-grant consent after an opt-out: only the person can,
 //! on the preference centre or by confirming a signup.
 
+mod approvals;
 mod confirm;
 mod consents;
 mod error;
@@ -31,6 +32,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/consents", post(consents::record))
         .route("/purchases", post(consents::purchase))
         .route("/signups", post(signups::request))
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}", post(approvals::approve))
         .fallback(error::no_such_endpoint)
         .layer(axum::middleware::map_response(error::json_errors));
     Router::new().nest("/api/v1", v1).route(

@@ -1000,3 +1000,97 @@ async fn without_mail_delivery_a_signup_is_503_with_a_generic_message() {
         app.close().await;
     }
 }
+
+// ---- approvals of held service sends ---------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_another_dpo_approves_a_held_service_send() {
+    use veto_store::{HoldRequest, KeySpec};
+    for app in apps().await {
+        let key = |role, owner: Option<&str>| {
+            let store = app.store.clone();
+            let owner = owner.map(str::to_owned);
+            async move {
+                store
+                    .create_api_key_with(KeySpec {
+                        role,
+                        default_topic: None,
+                        default_service: None,
+                        owner,
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        let sender = key(Role::ServiceSender, Some("sam")).await;
+        let sams_dpo = key(Role::Dpo, Some("sam")).await;
+        let dana = key(Role::Dpo, Some("dana")).await;
+        let nameless = key(Role::Dpo, None).await;
+        let held = app
+            .store
+            .hold_for_approval(HoldRequest {
+                actor: format!("api-key:{}", sender.prefix),
+                owner: Some("sam".into()),
+                class: "service:billing".into(),
+                recipients: 500,
+                window_count: 90,
+                at: veto_core::Timestamp::now(),
+            })
+            .await
+            .unwrap();
+        let path = format!("/api/v1/approvals/{}", held.id);
+
+        // Who may not: the requester's own key, the requester as DPO, a
+        // DPO key naming nobody, a marketer.
+        for (who, k) in [
+            ("requester", &sender.key),
+            ("requester's dpo key", &sams_dpo.key),
+            ("nameless dpo", &nameless.key),
+            ("marketer", &app.marketer),
+        ] {
+            let (status, body) = app.post(&path, Some(k), &json!({})).await;
+            assert_eq!(status, 403, "{} {who}: {body}", app.name());
+        }
+        assert!(app.store.approvals(true).await.unwrap().len() == 1);
+
+        let (status, body) = app
+            .post("/api/v1/approvals/x1", Some(&dana.key), &json!({}))
+            .await;
+        assert_eq!(
+            (status, error_of(&body).1.as_deref()),
+            (422, Some("id")),
+            "{body}"
+        );
+        let (status, _) = app
+            .post("/api/v1/approvals/99999", Some(&dana.key), &json!({}))
+            .await;
+        assert_eq!(status, 404);
+
+        let (status, body) = app.post(&path, Some(&dana.key), &json!({})).await;
+        assert_eq!(status, 200, "{} {body}", app.name());
+        assert_eq!(body["approval"]["approver_owner"], "dana");
+        assert_eq!(body["approval"]["owner"], "sam");
+        assert!(app.store.approvals(true).await.unwrap().is_empty());
+
+        // The list: DPO and admin keys only.
+        let res = app
+            .client
+            .get(app.url("/api/v1/approvals"))
+            .bearer_auth(&dana.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        let list: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(list["approvals"][0]["id"], held.id);
+        let res = app
+            .client
+            .get(app.url("/api/v1/approvals"))
+            .bearer_auth(&app.viewer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 403);
+        app.close().await;
+    }
+}

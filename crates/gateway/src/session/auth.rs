@@ -92,7 +92,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.sender = Some(Sender {
                     actor: format!("api-key:{}", key.prefix),
                     role: Some(key.role),
+                    owner: key.owner,
                     default_topic: key.default_topic,
+                    default_service: key.default_service,
                 });
                 self.authenticated = true;
                 self.reply(Reply::new(235, "2.7.0", "Authentication successful"));

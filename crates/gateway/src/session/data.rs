@@ -1,20 +1,25 @@
 //! DATA: reading the message safely, classifying it, the authoritative
 //! guard check, the personal copies, the hand-off and the receipts.
 
+use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use data_encoding::HEXLOWER;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
-use veto_core::{Channel, EmailAddress, Timestamp, Topic};
+use veto_core::{Channel, ContactId, EmailAddress, EventKind, NewEvent, Scope, Source, Timestamp};
 use veto_mail::rewrite::{Footer, Original, Personalisation};
 use veto_mail::{Claims, Purpose, TokenKey, TokenKeys, TokenScope};
-use veto_store::{Admitted, GuardClass, NewReceipt};
+use veto_store::receipt_log::RELAY_MEMORY;
+use veto_store::{
+    Admitted, Append, ContactInput, Delivery, Evidence, GuardClass, HoldRequest, NewReceipt,
+    RelayedCopy,
+};
 
-use super::rcpt::{check_role, resolve_topic};
+use super::class::{Class, named_by_header};
+use super::rcpt::DISCARDED;
 use super::{Line, Sender, Session, State};
-use crate::{Fail, RelayOutcome, Reply};
+use crate::{Fail, RelayOutcome, Reply, dsn};
 
 /// One recipient's copy and its VERP return path.
 struct PersonalCopy {
@@ -121,14 +126,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn deliver(&mut self, message: Vec<u8>) -> Result<Reply, Fail> {
         let sender = self.sender.clone().ok_or(Fail::AuthRequired)?;
         let header = Header::scan(&message);
-        let topic = self.classify(&sender, &message, &header).await?;
+        let declared = header
+            .fields
+            .iter()
+            .filter_map(|f| named_by_header(&f.name, &field_value(&message, f)))
+            .collect::<Result<Vec<_>, Fail>>()?;
+        let class = self.final_class(&sender, declared).await?;
         let content_hash = HEXLOWER.encode(&Sha256::digest(&message));
         let domain = &self.gateway.config.links.mail_domain;
         let subject = header.value(&message, "subject");
         let (message, message_id) = prepare(&message, &header, domain, &content_hash);
         let original = Original::parse(&message)?;
         let keys = token_keys(self).await?;
-        let class = GuardClass::Marketing(&topic).label();
+        let label = class.guard_class().label();
         let receipt = |to: &str| NewReceipt {
             message_id: message_id.clone(),
             contact: None,
@@ -136,7 +146,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             subject: subject.clone(),
             content_hash: Some(content_hash.clone()),
             template_version: None,
-            class: class.clone(),
+            class: label.clone(),
             channel: Channel::Email.as_str().to_owned(),
             allowed: false,
             rule: String::new(),
@@ -155,17 +165,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ..r
             })
             .collect();
+        // Recipients told 250 at RCPT but discarded count as withheld; those
+        // refused with a 550 were told already.
+        let mut withheld = receipts
+            .iter()
+            .filter(|r| r.outcome.as_deref() == Some(DISCARDED))
+            .count();
+
+        // A retry of a message whose earlier attempt got a 451: the copies
+        // upstream already took are not sent again.
+        let since = Timestamp::now() - RELAY_MEMORY;
+        let earlier: HashSet<String> = self
+            .gateway
+            .guard
+            .store()
+            .relayed_recipients(&message_id, since)
+            .await?
+            .into_iter()
+            .collect();
+        let recipients: Vec<EmailAddress> = std::mem::take(&mut self.tx.recipients)
+            .into_iter()
+            .filter(|to| !earlier.contains(to.as_str()))
+            .collect();
+        let sent_earlier = earlier.len();
 
         // The authoritative check, immediately before the hand-off: a
         // withdrawal while DATA was open counts.
         let mut admitted = Vec::new();
-        let mut withheld = 0;
-        let recipients: Vec<EmailAddress> = self.tx.recipients.clone();
         for to in &recipients {
             match self
                 .gateway
                 .guard
-                .admit(to, GuardClass::Marketing(&topic), Channel::Email)
+                .admit(to, class.guard_class(), Channel::Email)
                 .await?
             {
                 Ok(a) => admitted.push(a),
@@ -184,15 +215,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
 
+        if let Class::Service(_) = &class {
+            self.bulk_brake(&sender, &class, admitted.len()).await?;
+        }
+
+        // Service mail may go to an address veto has no record of (a new
+        // customer's first bill); its copy's return path needs a contact for
+        // a bounce to be attributed to.
+        let mut contacts = Vec::with_capacity(admitted.len());
+        for a in &admitted {
+            let id = match a.contact() {
+                Some(id) => id,
+                None => self
+                    .gateway
+                    .guard
+                    .store()
+                    .upsert_contact(ContactInput::new(a.to().clone()))
+                    .await?
+                    .map_err(|refusal| Fail::Token(format!("{}: {refusal:?}", a.to())))?,
+            };
+            contacts.push(id);
+        }
         let campaign = &content_hash[..12];
-        let copies = admitted
+        let copies = contacts
             .iter()
-            .map(|a| self.personal_copy(&original, &topic, &keys, a, campaign))
+            .map(|&contact| self.personal_copy(&original, &class, &keys, contact, campaign))
             .collect::<Result<Vec<_>, Fail>>()?;
 
-        let (mut delivered, mut rejected) = (0, 0);
+        let mut delivery = Delivery::default();
+        let (mut delivered, mut rejected) = (0, Vec::new());
         let mut unavailable = None;
-        for (a, copy) in admitted.iter().zip(&copies) {
+        for ((a, copy), contact) in admitted.iter().zip(&copies).zip(&contacts) {
             let outcome = if unavailable.is_some() {
                 "not relayed: upstream unavailable".to_owned()
             } else {
@@ -204,10 +257,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 {
                     Ok(RelayOutcome::Accepted { reply }) => {
                         delivered += 1;
+                        delivery.relayed.push(RelayedCopy {
+                            message_key: message_id.clone(),
+                            recipient: a.to().as_str().to_owned(),
+                            relayed_at: Timestamp::now(),
+                            upstream_reply: reply.clone(),
+                        });
                         reply
                     }
                     Ok(RelayOutcome::Rejected { reply }) => {
-                        rejected += 1;
+                        rejected.push((a, reply.clone()));
                         format!("rejected upstream: {reply}")
                     }
                     Err(e) => {
@@ -218,7 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             };
             receipts.push(NewReceipt {
-                contact: a.contact().map(|c| c.0),
+                contact: Some(contact.0),
                 allowed: true,
                 rule: a.allowance().rule.id().to_owned(),
                 event: a.allowance().event.map(|e| e.0),
@@ -227,98 +286,168 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ..receipt(a.to().as_str())
             });
         }
-
-        if let Err(e) = self.gateway.guard.store().record_receipts(receipts).await {
+        if let Class::Service(_) = &class {
+            delivery.service = Some((sender.actor.clone(), delivered as i64));
+        }
+        delivery.receipts = receipts;
+        if let Err(e) = self.gateway.receipt_log().record(delivery.clone()).await {
             // Copies may already be upstream: a 4xx now would make the tool
-            // send them again. The failure is logged for the operator.
-            tracing::error!(error = %e, message_id = %message_id, "receipts not recorded");
+            // send them again. The evidence goes to the log instead.
+            tracing::error!(
+                error = %e,
+                message_id = %message_id,
+                delivery = ?delivery,
+                "receipts not recorded"
+            );
+        }
+        if !rejected.is_empty() {
+            self.upstream_refused(&message_id, subject.as_deref(), &rejected)
+                .await;
         }
         if let Some(e) = unavailable {
             return Err(Fail::Upstream(e.0));
         }
         let mut text = format!("queued; {delivered} delivered, {withheld} withheld");
-        if rejected > 0 {
-            text.push_str(&format!(", {rejected} refused upstream"));
+        if !rejected.is_empty() {
+            text.push_str(&format!(", {} refused upstream", rejected.len()));
+        }
+        if sent_earlier > 0 {
+            text.push_str(&format!(", {sent_earlier} sent by an earlier attempt"));
         }
         Ok(Reply::new(250, "2.0.0", text))
     }
 
-    /// The class of the message: the RCPT-time default, which `Veto-Topic`
-    /// or `Veto-Class` may set where there is none, or confirm — never change.
-    async fn classify(
-        &mut self,
+    /// The brake on "the tool mailed everyone": service mail beyond the
+    /// threshold within the window waits for a DPO. An approval lifts the
+    /// brake on that sender for one window.
+    async fn bulk_brake(
+        &self,
         sender: &Sender,
-        message: &[u8],
-        header: &Header,
-    ) -> Result<Topic, Fail> {
-        let mut declared: Vec<String> = Vec::new();
-        for field in &header.fields {
-            let value = field_value(message, field);
-            if field.name.eq_ignore_ascii_case("veto-topic") {
-                let key = value.trim();
-                if key.is_empty() {
-                    return Err(Fail::MalformedClassHeader("Veto-Topic".into()));
-                }
-                declared.push(key.to_owned());
-            } else if field.name.eq_ignore_ascii_case("veto-class") {
-                declared.push(class_topic(&value)?);
-            }
+        class: &Class,
+        recipients: usize,
+    ) -> Result<(), Fail> {
+        let config = &self.gateway.config;
+        let store = self.gateway.guard.store();
+        let now = Timestamp::now();
+        let since = now - config.bulk_window;
+        if store
+            .latest_approval(&sender.actor)
+            .await?
+            .is_some_and(|at| at >= since)
+        {
+            return Ok(());
         }
-        if let Some(other) = declared.iter().find(|k| **k != declared[0]) {
-            return Err(Fail::Contradiction {
-                header: format!("Veto-Topic: {other}"),
-                known: format!("Veto-Topic: {}", declared[0]),
-            });
+        let sent = u64::try_from(store.service_volume(&sender.actor, since).await?).unwrap_or(0);
+        let count = sent + recipients as u64;
+        if count <= config.bulk_threshold {
+            return Ok(());
         }
-        let known = self.rcpt_topic_for_data(sender).await?;
-        match (known, declared.first()) {
-            (Some(topic), Some(key)) if topic.key.as_str() != key.as_str() => {
-                Err(Fail::Contradiction {
-                    header: format!("Veto-Topic: {key}"),
-                    known: format!(
-                        "topic {}, the default of {}",
-                        topic.key.as_str(),
-                        sender.actor
-                    ),
-                })
-            }
-            (Some(topic), _) => Ok(topic),
-            (None, Some(key)) => {
-                check_role(sender)?;
-                resolve_topic(self, key).await
-            }
-            (None, None) => Err(Fail::NoClassification),
-        }
+        let hold = store
+            .hold_for_approval(HoldRequest {
+                actor: sender.actor.clone(),
+                owner: sender.owner.clone(),
+                class: class.guard_class().label(),
+                recipients: recipients as i64,
+                window_count: sent as i64,
+                at: now,
+            })
+            .await?;
+        tracing::warn!(
+            sender = %sender.actor,
+            approval = hold.id,
+            count,
+            threshold = config.bulk_threshold,
+            "service mail held for a DPO's approval"
+        );
+        Err(Fail::Held {
+            id: hold.id,
+            sender: sender.actor.clone(),
+            count,
+            threshold: config.bulk_threshold,
+        })
     }
 
-    async fn rcpt_topic_for_data(&mut self, sender: &Sender) -> Result<Option<Topic>, Fail> {
-        if self.tx.topic.is_some() {
-            return Ok(self.tx.topic.clone());
+    /// Upstream refused copies for good: each address gets a hard-bounce
+    /// event (the guard refuses it from now on), and the envelope sender a
+    /// delivery status notification.
+    async fn upstream_refused(
+        &self,
+        message_id: &str,
+        subject: Option<&str>,
+        rejected: &[(&Admitted, String)],
+    ) {
+        let now = Timestamp::now();
+        let items = rejected
+            .iter()
+            .map(|(a, reply)| Append {
+                contact: ContactInput::new(a.to().clone()),
+                event: NewEvent {
+                    kind: EventKind::HardBounce,
+                    scope: Scope::All,
+                    channel: Some(Channel::Email),
+                    source: Source::Feedback,
+                    at: now,
+                },
+                evidence: Evidence::default(),
+                actor: format!("upstream: {}", truncate(reply, 200)),
+            })
+            .collect();
+        if let Err(e) = self.gateway.guard.store().append(items, false).await {
+            tracing::error!(error = %e, message_id, "hard bounces from upstream not recorded");
         }
-        match &sender.default_topic {
-            None => Ok(None),
-            Some(key) => {
-                check_role(sender)?;
-                let topic = resolve_topic(self, key).await?;
-                self.tx.topic = Some(topic.clone());
-                Ok(Some(topic))
+        if self.tx.from.is_empty() {
+            return; // a bounce of a bounce: none (RFC 5321 §4.5.5)
+        }
+        let failures: Vec<dsn::Failure> = rejected
+            .iter()
+            .map(|(a, reply)| dsn::Failure {
+                recipient: a.to().as_str(),
+                reply,
+            })
+            .collect();
+        let config = &self.gateway.config;
+        let report = dsn::failure_report(&dsn::Report {
+            reporting_mta: &config.hostname,
+            to: &self.tx.from,
+            message_id,
+            subject,
+            failures: &failures,
+            at: now,
+        });
+        let Ok(to) = EmailAddress::parse(&self.tx.from) else {
+            return;
+        };
+        match self
+            .gateway
+            .guard
+            .admit(
+                &to,
+                GuardClass::Requested("delivery-status"),
+                Channel::Email,
+            )
+            .await
+        {
+            Ok(Ok(admitted)) => {
+                if let Err(e) = self.gateway.relay.relay("", &admitted, &report).await {
+                    tracing::warn!(error = %e, to = %self.tx.from, "delivery status notification not sent");
+                }
             }
+            Ok(Err(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "delivery status notification not sent"),
         }
     }
 
     fn personal_copy(
         &self,
         original: &Original,
-        topic: &Topic,
+        class: &Class,
         keys: &TokenKeys,
-        admitted: &Admitted,
+        contact: ContactId,
         campaign: &str,
     ) -> Result<PersonalCopy, Fail> {
         let config = &self.gateway.config;
-        let contact = admitted
-            .contact()
-            .and_then(|c| u64::try_from(c.0).ok())
-            .ok_or_else(|| Fail::Token("an admitted recipient has no contact id".into()))?;
+        let contact = u64::try_from(contact.0)
+            .map_err(|_| Fail::Token(format!("contact id {} out of range", contact.0)))?;
         let mint = |scope, purpose| {
             keys.mint(
                 &Claims {
@@ -330,11 +459,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             )
             .map_err(|e| Fail::Token(e.to_string()))
         };
-        let unsubscribe = mint(TokenScope::Topic(topic.id.0), Purpose::Unsubscribe)?;
         // VERP (RFC 3464 bounces come back to the return path): the token
         // names the contact, so a bounce is attributed without parsing.
         let bounce = mint(TokenScope::AllMarketing, Purpose::Bounce)?;
         let return_path = format!("bounces+{bounce}@{}", config.links.mail_domain);
+        let topic = match class {
+            Class::Marketing(topic) => topic,
+            Class::Service(kind) => {
+                // No list to leave and no footer: a bill must not offer to
+                // unsubscribe from bills.
+                let feedback_id = format!(
+                    "{campaign}:service-{kind}:gateway:{}",
+                    config.links.feedback_sender
+                );
+                let p = Personalisation {
+                    unsubscribe_url: "",
+                    unsubscribe_mailto: "",
+                    preferences_url: "",
+                    list_id: "",
+                    feedback_id: &feedback_id,
+                    message_id_domain: &config.links.mail_domain,
+                    footer: None,
+                };
+                return self.signed(original.personal_copy(&p)?, return_path);
+            }
+        };
+        let unsubscribe = mint(TokenScope::Topic(topic.id.0), Purpose::Unsubscribe)?;
         let preferences = mint(TokenScope::AllMarketing, Purpose::Preferences)?;
         let base = config.links.public_url.trim_end_matches('/');
         let unsubscribe_url = format!("{base}/u/{unsubscribe}");
@@ -370,28 +520,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 organisation: &config.footer.organisation,
             }),
         };
-        let mut bytes = original.personal_copy(&p)?;
-        for signer in &config.dkim {
+        self.signed(original.personal_copy(&p)?, return_path)
+    }
+
+    /// The copy with the configured DKIM signatures on it.
+    fn signed(&self, mut bytes: Vec<u8>, return_path: String) -> Result<PersonalCopy, Fail> {
+        for signer in &self.gateway.config.dkim {
             bytes = signer.sign(&bytes)?;
         }
         Ok(PersonalCopy { bytes, return_path })
-    }
-}
-
-/// `Veto-Class: marketing; topic=<key>` names a topic; `service; ...` is
-/// not accepted yet.
-fn class_topic(value: &str) -> Result<String, Fail> {
-    let mut parts = value.split(';');
-    let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    match kind.as_str() {
-        "service" => Err(Fail::ServiceNotSupported),
-        "marketing" => parts
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("topic"))
-            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| Fail::MalformedClassHeader("Veto-Class".into())),
-        _ => Err(Fail::MalformedClassHeader("Veto-Class".into())),
     }
 }
 
@@ -476,21 +613,16 @@ fn field_value(message: &[u8], field: &Field) -> String {
         .join(" ")
 }
 
-static MESSAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Removes the `Veto-*` fields (they are for veto, not for the recipient)
 /// and adds a `Message-ID` if there is none, so that every copy and every
-/// receipt share one. Returns the message and its Message-ID.
+/// receipt share one. A made-up Message-ID comes from the content's hash, so
+/// that a tool's retry of the same message is known as the same message.
+/// Returns the message and its Message-ID.
 fn prepare(message: &[u8], header: &Header, domain: &str, content_hash: &str) -> (Vec<u8>, String) {
     let existing = header.value(message, "message-id");
-    let message_id = existing.clone().unwrap_or_else(|| {
-        format!(
-            "<{}.{}.{}@{domain}>",
-            Timestamp::now().as_microsecond(),
-            MESSAGE_COUNTER.fetch_add(1, Ordering::Relaxed),
-            &content_hash[..16]
-        )
-    });
+    let message_id = existing
+        .clone()
+        .unwrap_or_else(|| format!("<{}@{domain}>", &content_hash[..40]));
     let mut out = Vec::with_capacity(message.len() + 100);
     if existing.is_none() {
         out.extend_from_slice(format!("Message-ID: {message_id}\r\n").as_bytes());
@@ -508,4 +640,13 @@ fn prepare(message: &[u8], header: &Header, domain: &str, content_hash: &str) ->
     }
     out.extend_from_slice(&message[at..]);
     (out, message_id)
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

@@ -6,6 +6,7 @@
 //! are answered in one write.
 
 mod auth;
+mod class;
 mod data;
 mod ehlo;
 mod mail;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use smtp_proto::{Error as ProtoError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use veto_core::{EmailAddress, Role, Topic, TopicKey};
+use veto_core::{EmailAddress, Role, TopicKey};
 use veto_store::NewReceipt;
 
 use crate::{Gateway, Reply};
@@ -46,7 +47,10 @@ struct Sender {
     actor: String,
     /// `None` for a trusted network.
     role: Option<Role>,
+    /// Who holds the key (a DPO may not approve their own held sends).
+    owner: Option<String>,
     default_topic: Option<String>,
+    default_service: Option<String>,
 }
 
 /// One mail transaction (MAIL FROM to the end of DATA).
@@ -54,9 +58,10 @@ struct Sender {
 struct Transaction {
     from: String,
     recipients: Vec<EmailAddress>,
-    /// The classification known at RCPT time (the sender's default topic).
-    topic: Option<Topic>,
-    /// Recipients refused at RCPT, receipted when the message is known.
+    /// The classification known at RCPT time (the sender's default).
+    class: Option<class::Class>,
+    /// Recipients refused (or discarded) at RCPT, receipted when the
+    /// message is known.
     refused: Vec<NewReceipt>,
 }
 
@@ -88,7 +93,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let sender = gateway.config.trusted_network(peer).map(|n| Sender {
             actor: format!("trusted-network:{}", n.network),
             role: None,
+            owner: None,
             default_topic: n.default_topic.as_ref().map(|t| t.as_str().to_owned()),
+            default_service: None,
         });
         Session {
             stream,

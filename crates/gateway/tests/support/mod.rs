@@ -1,5 +1,7 @@
 //! A gateway over a temp SQLite store, an in-memory relay, and an SMTP
 //! client over `tokio::io::duplex` with small helpers.
+// Each test binary uses part of this module.
+#![allow(dead_code)]
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -24,10 +26,32 @@ pub struct Relayed {
     pub message: String,
 }
 
-/// Records what it receives and accepts it.
+/// What the relay does with copies to one address, instead of accepting.
+#[derive(Debug, Clone)]
+pub enum Scripted {
+    /// A 5xx from upstream: refused for good.
+    Reject(String),
+    /// Upstream cannot be reached (the tool is told 451).
+    Unavailable(String),
+}
+
+/// Records what it receives and accepts it, unless scripted otherwise.
 #[derive(Default)]
 pub struct MemoryRelay {
     pub received: Mutex<Vec<Relayed>>,
+    pub script: Mutex<std::collections::HashMap<String, Scripted>>,
+}
+
+impl MemoryRelay {
+    /// From now on, copies to `to` get `what`.
+    pub fn script(&self, to: &str, what: Scripted) {
+        self.script.lock().unwrap().insert(to.to_owned(), what);
+    }
+
+    /// Back to accepting copies to `to`.
+    pub fn unscript(&self, to: &str) {
+        self.script.lock().unwrap().remove(to);
+    }
 }
 
 impl Relay for MemoryRelay {
@@ -38,6 +62,17 @@ impl Relay for MemoryRelay {
         message: &'a [u8],
     ) -> RelayFuture<'a> {
         Box::pin(async move {
+            let scripted = self
+                .script
+                .lock()
+                .unwrap()
+                .get(admitted.to().as_str())
+                .cloned();
+            match scripted {
+                Some(Scripted::Reject(reply)) => return Ok(RelayOutcome::Rejected { reply }),
+                Some(Scripted::Unavailable(why)) => return Err(veto_gateway::RelayError(why)),
+                None => {}
+            }
             self.received.lock().unwrap().push(Relayed {
                 from: envelope_from.to_owned(),
                 to: admitted.to().as_str().to_owned(),

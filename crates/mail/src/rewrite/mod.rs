@@ -91,7 +91,8 @@ pub struct Personalisation<'a> {
     pub feedback_id: &'a str,
     /// The domain of a `Message-ID` added when the original has none.
     pub message_id_domain: &'a str,
-    /// `None` for service messages.
+    /// `None` for service messages. With no footer, an empty
+    /// `unsubscribe_url` leaves out the list headers too.
     pub footer: Option<Footer<'a>>,
 }
 
@@ -386,7 +387,14 @@ impl Original {
 
     /// Writes the copy for one recipient.
     pub fn personal_copy(&self, p: &Personalisation<'_>) -> Result<Vec<u8>, RewriteError> {
-        let list = validate::list_headers(p)?;
+        // A service message (no footer) may go without list headers: there
+        // is no list to leave, and a bill must not offer to unsubscribe.
+        let list = if p.footer.is_none() && p.unsubscribe_url.is_empty() {
+            None
+        } else {
+            Some(validate::list_headers(p)?)
+        };
+        let feedback_id = validate::feedback_id(p.feedback_id)?;
         validate::message_id_domain(p.message_id_domain)?;
         if let Some(footer) = &p.footer {
             validate::footer(footer)?;
@@ -458,15 +466,17 @@ impl Original {
         if !root_edits.is_empty() && !self.has_mime_version {
             header::write_field(&mut out, "MIME-Version", "1.0");
         }
-        header::write_field(&mut out, "List-Unsubscribe", &list.list_unsubscribe);
-        // RFC 8058 §3.1: exactly this value.
-        header::write_field(
-            &mut out,
-            "List-Unsubscribe-Post",
-            "List-Unsubscribe=One-Click",
-        );
-        header::write_field(&mut out, "List-Id", &list.list_id);
-        header::write_field(&mut out, "Feedback-ID", &list.feedback_id);
+        if let Some(list) = &list {
+            header::write_field(&mut out, "List-Unsubscribe", &list.list_unsubscribe);
+            // RFC 8058 §3.1: exactly this value.
+            header::write_field(
+                &mut out,
+                "List-Unsubscribe-Post",
+                "List-Unsubscribe=One-Click",
+            );
+            header::write_field(&mut out, "List-Id", &list.list_id);
+        }
+        header::write_field(&mut out, "Feedback-ID", &feedback_id);
         if add_message_id {
             let id = self.message_id(p);
             header::write_field(&mut out, "Message-ID", &id);

@@ -19,7 +19,6 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> RewriteError {
 pub struct ListHeaders {
     pub list_unsubscribe: String,
     pub list_id: String,
-    pub feedback_id: String,
 }
 
 pub fn list_headers(p: &Personalisation<'_>) -> Result<ListHeaders, RewriteError> {
@@ -51,7 +50,6 @@ pub fn list_headers(p: &Personalisation<'_>) -> Result<ListHeaders, RewriteError
     Ok(ListHeaders {
         list_unsubscribe,
         list_id: list_id(p.list_id)?,
-        feedback_id: feedback_id(p.feedback_id)?,
     })
 }
 
@@ -190,7 +188,7 @@ fn list_id(value: &str) -> Result<String, RewriteError> {
 }
 
 /// Gmail's Feedback-ID: `a:b:c:SenderId`, visible ASCII without spaces.
-fn feedback_id(value: &str) -> Result<String, RewriteError> {
+pub fn feedback_id(value: &str) -> Result<String, RewriteError> {
     const FIELD: &str = "feedback_id";
     if value.is_empty() || value.len() > 200 || !value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid(
@@ -264,7 +262,10 @@ mod tests {
             "<https://veto.example.org/u/abc>,\r\n <mailto:unsubscribe+abc@veto.example.org>"
         );
         assert_eq!(headers.list_id, "<news.example.org>");
-        assert_eq!(headers.feedback_id, "c1:news:bulk:exampleorg");
+        assert_eq!(
+            feedback_id("c1:news:bulk:exampleorg").unwrap(),
+            "c1:news:bulk:exampleorg"
+        );
     }
 
     #[test]
@@ -301,7 +302,8 @@ mod tests {
         for (field, change) in cases {
             let mut p = personalisation();
             change(&mut p);
-            match list_headers(&p) {
+            let checked = list_headers(&p).and_then(|_| feedback_id(p.feedback_id));
+            match checked {
                 Err(RewriteError::InvalidPersonalisation { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{field}: {other:?}"),
             }
