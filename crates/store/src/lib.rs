@@ -7,10 +7,12 @@
 mod chain;
 pub mod export;
 pub mod guard;
+mod inbound;
 mod model;
 
 pub use chain::{PARTITIONS, VerifyProblem, VerifyReport};
 pub use guard::{Admitted, Guard, GuardClass};
+pub use inbound::*;
 pub use model::*;
 
 use std::path::Path;
@@ -22,7 +24,7 @@ use veto_core::{
 };
 
 /// The schema version this build writes. A store with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -353,6 +355,23 @@ impl Store {
     /// Recomputes every chain partition and compares it with its stored head.
     pub async fn verify(&self) -> Result<VerifyReport> {
         dispatch!(self, verify())
+    }
+
+    /// Records mail received at one of veto's own addresses, once (by its
+    /// key), with the ledger event it means, in one transaction: a mailto
+    /// withdrawal, a hard bounce, a complaint, or a soft bounce that becomes
+    /// a hard bounce when it is the `limit.threshold`th within `limit.window`.
+    pub async fn record_inbound(
+        &self,
+        report: NewInboundReport,
+        limit: SoftBounceLimit,
+    ) -> Result<InboundOutcome> {
+        dispatch!(self, record_inbound(report, limit))
+    }
+
+    /// The mail a contact sent or caused to veto's own addresses, oldest first.
+    pub async fn inbound_reports_of(&self, contact: ContactId) -> Result<Vec<InboundReport>> {
+        dispatch!(self, inbound_reports_of(contact))
     }
 
     pub async fn count_events(&self) -> Result<i64> {
