@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use veto_core::TopicKey;
 use veto_mail::dkim::Signer;
+use veto_store::SoftBounceLimit;
 
 /// Session limits, who may relay, and what goes into each personal copy.
 #[derive(Debug, Clone)]
@@ -34,6 +35,9 @@ pub struct Config {
     /// DKIM signatures put on every copy, in this order (e.g. RSA, then
     /// Ed25519). Empty: copies go unsigned.
     pub dkim: Vec<Arc<Signer>>,
+    /// Inbound listener: how many soft bounces within how long make a hard
+    /// bounce.
+    pub soft_bounces: SoftBounceLimit,
 }
 
 /// Where the links and list headers of each copy point.
@@ -74,6 +78,7 @@ impl Config {
             links,
             footer,
             dkim: Vec::new(),
+            soft_bounces: SoftBounceLimit::default(),
         }
     }
 
