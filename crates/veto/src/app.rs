@@ -156,6 +156,11 @@ pub fn gateway_config(config: &Config) -> Result<veto_gateway::Config> {
         })
         .collect::<Result<_, veto_gateway::NetworkError>>()
         .context("[gateway] trusted_networks")?;
+    gateway.soft_bounces = veto_store::SoftBounceLimit {
+        // The configuration has checked it is at least 1.
+        threshold: u32::try_from(config.gateway.soft_bounce_threshold).unwrap_or(u32::MAX),
+        window: config.gateway.soft_bounce_window,
+    };
     Ok(gateway)
 }
 
