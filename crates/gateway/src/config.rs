@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use veto_core::TopicKey;
 use veto_mail::dkim::Signer;
+use veto_store::SoftBounceLimit;
 
 /// Session limits, who may relay, and what goes into each personal copy.
 #[derive(Debug, Clone)]
@@ -43,6 +44,9 @@ pub struct Config {
     /// DKIM signatures put on every copy, in this order (e.g. RSA, then
     /// Ed25519). Empty: copies go unsigned.
     pub dkim: Vec<Arc<Signer>>,
+    /// Inbound listener: how many soft bounces within how long make a hard
+    /// bounce.
+    pub soft_bounces: SoftBounceLimit,
 }
 
 /// What the gateway says at RCPT to a recipient the guard refuses.
@@ -97,6 +101,7 @@ impl Config {
             bulk_threshold: 100,
             bulk_window: Duration::from_secs(24 * 60 * 60),
             dkim: Vec::new(),
+            soft_bounces: SoftBounceLimit::default(),
         }
     }
 

@@ -5,7 +5,8 @@
 //! ([`Session`]), classification, the two guard checks (at RCPT, and the
 //! authoritative one at the end of DATA), the personal copies and the
 //! receipts; the TCP listener ([`listen`]) and the default delivery
-//! ([`MaildirRelay`]). STARTTLS and the upstream SMTP relay plug in through
+//! ([`MaildirRelay`]); and the inbound listener ([`listen_inbound`]) for
+//! mailto unsubscribes, bounces and complaints sent to veto's own addresses. STARTTLS and the upstream SMTP relay plug in through
 //! [`Gateway`] and the [`Relay`] trait.
 
 mod config;
@@ -18,7 +19,9 @@ mod session;
 pub use config::{
     Config, FooterText, IpNetwork, Links, NetworkError, RefusedRecipients, TrustedNetwork,
 };
-pub use listen::{SHUTDOWN_GRACE, listen, listen_with_grace};
+pub use listen::{
+    SHUTDOWN_GRACE, listen, listen_inbound, listen_inbound_with_grace, listen_with_grace,
+};
 pub use maildir::MaildirRelay;
 pub use reply::{Fail, Reply};
 pub use session::{Session, State};
@@ -99,5 +102,15 @@ impl Gateway {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         Session::new(stream, peer, Arc::clone(self))
+    }
+
+    /// A session of the inbound listener (mail from anyone, for veto's own
+    /// `unsubscribe+…@` and `bounces+…@` addresses only; never relayed) for
+    /// one accepted connection from `peer`.
+    pub fn inbound_session<S>(self: &Arc<Self>, stream: S, peer: IpAddr) -> Session<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        Session::inbound(stream, peer, Arc::clone(self))
     }
 }

@@ -1,4 +1,5 @@
-//! The TCP listener: one session per connection, and a graceful stop.
+//! The TCP listeners (submission, and inbound for veto's own addresses):
+//! one session per connection, and a graceful stop.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +32,54 @@ pub async fn listen_with_grace(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
+    serve(listener, gateway, shutdown, grace, Kind::Submission).await;
+}
+
+/// The inbound listener (`[gateway] inbound_listen`): like [`listen`], but
+/// each connection gets an inbound session, which takes mail from anyone
+/// for veto's own addresses only and never relays.
+pub async fn listen_inbound(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
+    listen_inbound_with_grace(listener, gateway, shutdown, SHUTDOWN_GRACE).await;
+}
+
+/// [`listen_inbound`] with a chosen bound on the wait for sessions in flight.
+pub async fn listen_inbound_with_grace(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    serve(listener, gateway, shutdown, grace, Kind::Inbound).await;
+}
+
+/// Which listener: what its sessions are, and what logs call it.
+#[derive(Clone, Copy)]
+enum Kind {
+    Submission,
+    Inbound,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Submission => "SMTP",
+            Kind::Inbound => "inbound SMTP",
+        }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    kind: Kind,
+) {
+    let name = kind.name();
     let mut sessions = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -39,16 +88,19 @@ pub async fn listen_with_grace(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let session = gateway.session(stream, peer.ip());
+                    let session = match kind {
+                        Kind::Submission => gateway.session(stream, peer.ip()),
+                        Kind::Inbound => gateway.inbound_session(stream, peer.ip()),
+                    };
                     sessions.spawn(async move {
                         if let Err(e) = session.run().await {
-                            tracing::debug!(%peer, error = %e, "SMTP session ended with an error");
+                            tracing::debug!(%peer, error = %e, "{name} session ended with an error");
                         }
                     });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "cannot accept an SMTP connection");
+                    tracing::warn!(error = %e, "cannot accept an {name} connection");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -61,13 +113,13 @@ pub async fn listen_with_grace(
     }
     tracing::info!(
         sessions = sessions.len(),
-        "SMTP: waiting for sessions in flight"
+        "{name}: waiting for sessions in flight"
     );
     let drain = async { while sessions.join_next().await.is_some() {} };
     if tokio::time::timeout(grace, drain).await.is_err() {
         tracing::warn!(
             sessions = sessions.len(),
-            "SMTP: sessions still running after the grace period are cut off"
+            "{name}: sessions still running after the grace period are cut off"
         );
         sessions.abort_all();
         while sessions.join_next().await.is_some() {}

@@ -103,6 +103,16 @@ pub enum TokenScope {
     Topic(u16),
 }
 
+impl From<TokenScope> for veto_core::Scope {
+    /// What the token lets its holder act on, as the ledger names it.
+    fn from(scope: TokenScope) -> Self {
+        match scope {
+            TokenScope::AllMarketing => veto_core::Scope::All,
+            TokenScope::Topic(t) => veto_core::Scope::Topic(veto_core::TopicId(t)),
+        }
+    }
+}
+
 /// A minted token: exactly 40 characters in `[a-z2-7]`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Token(String);

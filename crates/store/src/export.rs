@@ -1,6 +1,8 @@
 //! A person's data as JSON (GDPR Art 15 access, Art 20 portability): their
 //! contact record, every consent event with its evidence, the wordings they
-//! were shown, and a receipt for every message veto decided about.
+//! were shown, a receipt for every message veto decided about, and the mail
+//! to veto's own addresses (mailto unsubscribes, bounces, complaints) that
+//! concerned them.
 //!
 //! One function for every way out (`veto export`, the preference centre's
 //! "Download my data"), so that the two never disagree.
@@ -27,6 +29,7 @@ pub async fn person(
     let names = topic_keys(store).await?;
     let events = store.events_of(id).await?;
     let receipts = store.receipts_for_contact(id).await?;
+    let inbound = store.inbound_reports_of(id).await?;
     let mut wordings = vec![];
     for w in events
         .iter()
@@ -44,6 +47,7 @@ pub async fn person(
         "consent_events": events.iter().map(|e| event_json(e, &names)).collect::<Vec<_>>(),
         "wordings_shown": wordings,
         "messages": receipts,
+        "mail_to_veto": inbound,
     })))
 }
 

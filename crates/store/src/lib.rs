@@ -7,11 +7,13 @@
 mod chain;
 pub mod export;
 pub mod guard;
+mod inbound;
 mod model;
 pub mod receipt_log;
 
 pub use chain::{PARTITIONS, VerifyProblem, VerifyReport};
 pub use guard::{Admitted, Guard, GuardClass};
+pub use inbound::*;
 pub use model::*;
 pub use receipt_log::ReceiptLog;
 
@@ -425,6 +427,23 @@ impl Store {
     /// Recomputes every chain partition and compares it with its stored head.
     pub async fn verify(&self) -> Result<VerifyReport> {
         dispatch!(self, verify())
+    }
+
+    /// Records mail received at one of veto's own addresses, once (by its
+    /// key), with the ledger event it means, in one transaction: a mailto
+    /// withdrawal, a hard bounce, a complaint, or a soft bounce that becomes
+    /// a hard bounce when it is the `limit.threshold`th within `limit.window`.
+    pub async fn record_inbound(
+        &self,
+        report: NewInboundReport,
+        limit: SoftBounceLimit,
+    ) -> Result<InboundOutcome> {
+        dispatch!(self, record_inbound(report, limit))
+    }
+
+    /// The mail a contact sent or caused to veto's own addresses, oldest first.
+    pub async fn inbound_reports_of(&self, contact: ContactId) -> Result<Vec<InboundReport>> {
+        dispatch!(self, inbound_reports_of(contact))
     }
 
     pub async fn count_events(&self) -> Result<i64> {

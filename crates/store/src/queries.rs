@@ -70,12 +70,14 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
     &[
         (1, include_str!("migrations/postgres_0001.sql")),
         (2, include_str!("migrations/postgres_0002.sql")),
+        (3, include_str!("migrations/postgres_0003.sql")),
         (4, include_str!("migrations/postgres_0004.sql")),
     ]
 } else {
     &[
         (1, include_str!("migrations/sqlite_0001.sql")),
         (2, include_str!("migrations/sqlite_0002.sql")),
+        (3, include_str!("migrations/sqlite_0003.sql")),
         (4, include_str!("migrations/sqlite_0004.sql")),
     ]
 };
@@ -1083,6 +1085,8 @@ pub(crate) async fn erase(b: &Backend, email: &EmailAddress, actor: &str, at: Ti
     sqlx::query("DELETE FROM personal_data WHERE contact_id = $1").bind(id).execute(&mut *tx).await?;
     // Signups (address, IPs) for the address go too: the suppression entry is all that stays.
     sqlx::query("DELETE FROM signups WHERE email_key = $1").bind(email.key()).execute(&mut *tx).await?;
+    // Mail to veto's addresses (envelopes, diagnostics) goes too; the events stay.
+    sqlx::query("DELETE FROM inbound_reports WHERE contact_id = $1").bind(id).execute(&mut *tx).await?;
     sqlx::query(
         "UPDATE contacts SET email_key = NULL, email = NULL, name = NULL, phone = NULL, postal_address = NULL, \
          attributes = '{}', erased_at = $1 WHERE id = $2",
@@ -1810,4 +1814,125 @@ pub(crate) async fn approve(b: &Backend, id: i64, by: &str, by_owner: &str, at: 
     let approval = approval_from_row(&row)?;
     tx.commit().await?;
     Ok(approval)
+}
+
+// ---- mail to veto's own addresses --------------------------------------------------
+
+pub(crate) async fn record_inbound(b: &Backend, r: NewInboundReport, limit: SoftBounceLimit) -> Result<InboundOutcome> {
+    let mut tx = begin(b).await?;
+    // One contact's mail at a time (SQLite's write lock does this already):
+    // two soft bounces at once must not both count four of five.
+    let sql = if IS_PG { "SELECT email FROM contacts WHERE id = $1 FOR UPDATE" } else { "SELECT email FROM contacts WHERE id = $1" };
+    let email: Option<Option<String>> = sqlx::query_scalar(sql).bind(r.contact.0).fetch_optional(&mut *tx).await?;
+    let Some(email) = email.flatten().and_then(|e| EmailAddress::parse(&e).ok()) else {
+        return Ok(InboundOutcome::NoContact);
+    };
+    let at = r.received_at.as_microsecond();
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO inbound_reports (contact_id, report_key, kind, received_at, peer_ip, envelope_from, envelope_to, \
+         message_id, status, diagnostic, reporting_mta, feedback_type) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (contact_id, report_key) DO NOTHING RETURNING id",
+    )
+    .bind(r.contact.0)
+    .bind(&r.key)
+    .bind(r.kind.name())
+    .bind(at)
+    .bind(&r.peer_ip)
+    .bind(&r.envelope_from)
+    .bind(&r.envelope_to)
+    .bind(&r.message_id)
+    .bind(&r.status)
+    .bind(&r.diagnostic)
+    .bind(&r.reporting_mta)
+    .bind(&r.feedback_type)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(id) = id else {
+        return Ok(InboundOutcome::Duplicate);
+    };
+    let evidence = Evidence { ip: r.peer_ip.clone(), ..Evidence::default() };
+    let feedback = |kind: EventKind, actor: &str| Append {
+        contact: ContactInput::new(email.clone()),
+        event: NewEvent { kind, scope: Scope::All, channel: Some(Channel::Email), source: Source::Feedback, at: r.received_at },
+        evidence: evidence.clone(),
+        actor: actor.to_owned(),
+    };
+    let window = i64::try_from(limit.window.as_micros()).unwrap_or(i64::MAX);
+    let since = at.saturating_sub(window);
+    let item = match r.kind {
+        InboundKind::Unsubscribe(scope) => {
+            Append::withdrawal_by_person(email.clone(), scope, Source::Mailto, evidence.clone(), r.received_at)
+        }
+        InboundKind::HardBounce => feedback(EventKind::HardBounce, "feedback:dsn"),
+        InboundKind::Complaint => feedback(EventKind::Complaint, "feedback:arf"),
+        InboundKind::SoftBounce => {
+            // Soft bounces not yet part of a hard bounce, this one included.
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM inbound_reports WHERE contact_id = $1 AND kind = 'soft_bounce' \
+                 AND event_id IS NULL AND received_at > $2",
+            )
+            .bind(r.contact.0)
+            .bind(since)
+            .fetch_one(&mut *tx)
+            .await?;
+            let count = u32::try_from(count).unwrap_or(u32::MAX);
+            if count < limit.threshold {
+                tx.commit().await?;
+                return Ok(InboundOutcome::SoftBounceCounted { count, threshold: limit.threshold });
+            }
+            feedback(EventKind::HardBounce, "feedback:soft-bounces")
+        }
+    };
+    match append_in(b, &mut tx, vec![item]).await?.pop() {
+        Some(AppendOutcome::Recorded { event, .. }) => {
+            if r.kind == InboundKind::SoftBounce {
+                sqlx::query(
+                    "UPDATE inbound_reports SET event_id = $1 WHERE contact_id = $2 AND kind = 'soft_bounce' \
+                     AND event_id IS NULL AND received_at > $3",
+                )
+                .bind(event.0)
+                .bind(r.contact.0)
+                .bind(since)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                sqlx::query("UPDATE inbound_reports SET event_id = $1 WHERE id = $2").bind(event.0).bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(InboundOutcome::Recorded { event })
+        }
+        Some(AppendOutcome::Refused(refusal)) => {
+            // Kept without an event: a second delivery is still a duplicate.
+            tx.commit().await?;
+            Ok(InboundOutcome::Refused(refusal))
+        }
+        None => Err(StoreError::Corrupt("an inbound report produced no outcome".into())),
+    }
+}
+
+pub(crate) async fn inbound_reports_of(b: &Backend, contact: ContactId) -> Result<Vec<InboundReport>> {
+    let rows = sqlx::query("SELECT * FROM inbound_reports WHERE contact_id = $1 ORDER BY received_at, id")
+        .bind(contact.0)
+        .fetch_all(&b.read)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(InboundReport {
+                id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                key: r.try_get("report_key")?,
+                event: r.try_get("event_id")?,
+                received_at: ts(r.try_get("received_at")?)?.to_string(),
+                peer_ip: r.try_get("peer_ip")?,
+                envelope_from: r.try_get("envelope_from")?,
+                envelope_to: r.try_get("envelope_to")?,
+                message_id: r.try_get("message_id")?,
+                status: r.try_get("status")?,
+                diagnostic: r.try_get("diagnostic")?,
+                reporting_mta: r.try_get("reporting_mta")?,
+                feedback_type: r.try_get("feedback_type")?,
+            })
+        })
+        .collect()
 }

@@ -164,6 +164,11 @@ pub fn gateway_config(config: &Config) -> Result<veto_gateway::Config> {
     gateway.service_types = config.service.types.keys().cloned().collect();
     gateway.bulk_threshold = config.service.bulk_threshold;
     gateway.bulk_window = config.service.bulk_window;
+    gateway.soft_bounces = veto_store::SoftBounceLimit {
+        // The configuration has checked it is at least 1.
+        threshold: u32::try_from(config.gateway.soft_bounce_threshold).unwrap_or(u32::MAX),
+        window: config.gateway.soft_bounce_window,
+    };
     Ok(gateway)
 }
 

@@ -183,18 +183,35 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
                 app.config.gateway.listen
             )
         })?;
+    let inbound = match app.config.gateway.inbound_listen {
+        None => None,
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on [gateway] inbound_listen = {at}"))?,
+        ),
+    };
     let addr = listener.local_addr()?;
     let smtp_addr = smtp.local_addr()?;
-    tracing::info!(%addr, %smtp_addr, public_url = %app.config.web.public_url, store = app.store.backend_name(), "veto is serving");
+    let inbound_addr = inbound.as_ref().map(|l| l.local_addr()).transpose()?;
+    tracing::info!(%addr, %smtp_addr, inbound_addr = ?inbound_addr, public_url = %app.config.web.public_url, store = app.store.backend_name(), "veto is serving");
+    let inbound_text = inbound_addr
+        .map(|a| {
+            format!(
+                ", and mail for unsubscribe+…@{d} and bounces+…@{d} on {a}",
+                d = app.config.organisation.domain
+            )
+        })
+        .unwrap_or_default();
     eprintln!(
-        "veto: serving http://{addr} (links use {}) and SMTP on {smtp_addr}",
+        "veto: serving http://{addr} (links use {}) and SMTP on {smtp_addr}{inbound_text}",
         app.config.web.public_url
     );
     for a in config::advice(&app.config) {
         eprintln!("warning: {a}");
     }
 
-    // One stop for both servers: SIGTERM / Ctrl-C, or either one failing.
+    // One stop for all servers: SIGTERM / Ctrl-C, or the web server failing.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = std::sync::Arc::new(stop_tx);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -216,8 +233,17 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
             result
         }
     };
+    let inbound = {
+        let gateway = std::sync::Arc::clone(&gateway);
+        let until = stopped(stop_rx.clone());
+        async move {
+            if let Some(listener) = inbound {
+                veto_gateway::listen_inbound(listener, gateway, until).await;
+            }
+        }
+    };
     let smtp = veto_gateway::listen(smtp, gateway, stopped(stop_rx));
-    let (web, ()) = tokio::join!(web, smtp);
+    let (web, (), ()) = tokio::join!(web, smtp, inbound);
     signal.abort();
     app.store.close().await;
     web.context("the web server failed")?;

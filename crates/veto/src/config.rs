@@ -129,6 +129,11 @@ pub struct GatewayConfig {
     /// `true`: `250`, and nothing is sent to them (for tools that give up
     /// on a whole send at the first 5xx). Receipted either way.
     pub discard_refused: bool,
+    /// Soft bounces (delays, 4.x.x failures) of one address within
+    /// `soft_bounce_window` that make a hard bounce; at least 1.
+    pub soft_bounce_threshold: u64,
+    /// Longer than zero.
+    pub soft_bounce_window: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -142,6 +147,8 @@ impl Default for GatewayConfig {
             }],
             trusted_default_topic: None,
             discard_refused: false,
+            soft_bounce_threshold: 5,
+            soft_bounce_window: Duration::from_secs(30 * 24 * 60 * 60),
         }
     }
 }
@@ -865,6 +872,11 @@ impl<'i> SectionReader<'_, 'i> {
     }
 
     fn count(&mut self, key: &str, default: u64) -> u64 {
+        self.count_at_least(key, default, 0)
+    }
+
+    /// A whole number of `min` or more.
+    fn count_at_least(&mut self, key: &str, default: u64, min: u64) -> u64 {
         let Some(item) = self.take(key) else {
             return default;
         };
@@ -872,9 +884,9 @@ impl<'i> SectionReader<'_, 'i> {
             DeValue::Integer(_) => u64::deserialize(item.value.clone().into_deserializer()).ok(),
             _ => None,
         };
-        value.unwrap_or_else(|| {
+        value.filter(|n| *n >= min).unwrap_or_else(|| {
             let message = format!(
-                "expected a whole number of 0 or more, found {}",
+                "expected a whole number of {min} or more, found {}",
                 describe(item.value.get_ref())
             );
             self.problem(&item, None, &self.path(key), &message);
@@ -1093,6 +1105,12 @@ fn read_gateway(s: &mut SectionReader<'_, '_>) -> GatewayConfig {
                 "{other:?} is not a choice: \"reject\" (550 at RCPT, the default) or \"discard\" (250, and nothing is sent)"
             )),
         }),
+        soft_bounce_threshold: s.count_at_least(
+            "soft_bounce_threshold",
+            d.soft_bounce_threshold,
+            1,
+        ),
+        soft_bounce_window: s.parsed("soft_bounce_window", d.soft_bounce_window, parse_window),
     };
     s.finish();
     config
@@ -1434,7 +1452,12 @@ trusted_proxies = []
 # Address of the SMTP submission server that your existing mail tools send through.
 listen = "127.0.0.1:2525"
 # Address of the SMTP listener for mail to veto's own addresses (unsubscribe+…@, bounces+…@); empty = off.
+# It takes mail from anyone, for [organisation] domain only, and never relays; e.g. "127.0.0.1:2526" behind your MX.
 inbound_listen = ""
+# Soft bounces (delays, temporary failures) of one address within soft_bounce_window that count as a hard bounce.
+soft_bounce_threshold = 5
+# The window for soft_bounce_threshold, like "30 days" or "720h".
+soft_bounce_window = "30 days"
 # Networks whose tools may submit without SMTP AUTH (consent is still checked for every recipient).
 trusted_networks = ["127.0.0.1/32"]
 # Topic key of mail from those networks; empty = none, so each message needs AUTH or a Veto-Topic header.
@@ -1927,6 +1950,8 @@ empty = ""
             "trusted_networks",
             "trusted_default_topic",
             "refused_recipients",
+            "soft_bounce_threshold",
+            "soft_bounce_window",
             "upstream",
             "name",
             "postal_address",
@@ -2016,6 +2041,35 @@ empty = ""
 
         let (_dir, result) = load_file("[gateway]\ntrusted_networks = []\n", &[]);
         assert!(ok(result).config.gateway.trusted_networks.is_empty());
+    }
+
+    #[test]
+    fn soft_bounce_settings_are_checked() {
+        let (_dir, result) = load_file(
+            "[gateway]\nsoft_bounce_threshold = 3\nsoft_bounce_window = \"7 days\"\n",
+            &[],
+        );
+        let gateway = ok(result).config.gateway;
+        assert_eq!(gateway.soft_bounce_threshold, 3);
+        assert_eq!(gateway.soft_bounce_window, Duration::from_secs(7 * 86_400));
+
+        let (_dir, result) = load_file(
+            "[gateway]\nsoft_bounce_threshold = 0\nsoft_bounce_window = \"1 month\"\n",
+            &[("VETO_GATEWAY__SOFT_BOUNCE_WINDOW", "soon")],
+        );
+        let problems = errors(result);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains("veto.toml:2:")
+                && problems[0].contains("[gateway] soft_bounce_threshold: expected a whole number of 1 or more, found the number 0"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[1]
+                .starts_with("VETO_GATEWAY__SOFT_BOUNCE_WINDOW: [gateway] soft_bounce_window:")
+                && problems[1].contains("\"soon\" is not a duration"),
+            "{problems:#?}"
+        );
     }
 
     #[test]

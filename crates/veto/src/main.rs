@@ -34,7 +34,9 @@ enum Command {
     },
     /// Check the configuration and the store; report every problem at once.
     Check,
-    /// Serve the customer pages and one-click unsubscribe (`[web] listen`).
+    /// Serve the customer pages and one-click unsubscribe (`[web] listen`), the SMTP
+    /// gateway (`[gateway] listen`) and, when set, the inbound listener for
+    /// bounces, complaints and mailto unsubscribes (`[gateway] inbound_listen`).
     Serve,
     /// Print a person's one-click unsubscribe link (for support staff).
     Link {

@@ -11,9 +11,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use veto_core::{Channel, EmailAddress, EventKind, NewEvent, Scope, Source, Timestamp, TopicId};
+use veto_core::{EmailAddress, Source, Timestamp};
 use veto_mail::{Claims, Purpose, TokenScope};
-use veto_store::{Append, ContactInput, Evidence};
+use veto_store::{Append, Evidence};
 
 use crate::client::client_ip;
 use crate::i18n::Lang;
@@ -214,31 +214,22 @@ pub async fn one_click(
         .and_then(|c| c.email)
         .and_then(|e| EmailAddress::parse(&e).ok())
     {
-        let scope = match claims.scope {
-            TokenScope::AllMarketing => Scope::All,
-            TokenScope::Topic(t) => Scope::Topic(TopicId(t)),
-        };
         let user_agent = headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(512).collect());
-        let item = Append {
-            contact: ContactInput::new(email),
-            event: NewEvent {
-                kind: EventKind::Withdraw,
-                scope,
-                channel: Some(Channel::Email),
-                source: Source::OneClick,
-                at: Timestamp::now(),
-            },
-            evidence: Evidence {
+        let item = Append::withdrawal_by_person(
+            email,
+            claims.scope.into(),
+            Source::OneClick,
+            Evidence {
                 wording: None,
                 ip: Some(ip.to_string()),
                 user_agent,
                 form_url: None,
             },
-            actor: "person".into(),
-        };
+            Timestamp::now(),
+        );
         // Waits for the commit: the 200 below means durable. (A refusal can
         // only mean the contact was erased meanwhile: nothing to stop.)
         state.inner.commits.append(item).await?;

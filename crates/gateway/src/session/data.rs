@@ -28,7 +28,7 @@ struct PersonalCopy {
 }
 
 /// What reading the data gave, when the session goes on.
-enum Data {
+pub(super) enum Data {
     Message(Vec<u8>),
     Refused(Fail),
 }
@@ -74,7 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// sequence ends the data; a bare LF or CR anywhere refuses the message
     /// (SMTP smuggling: a `<LF>.<LF>` that upstream would read as the end).
     /// `None`: the session ended (EOF or timeout).
-    async fn read_data(&mut self) -> std::io::Result<Option<Data>> {
+    pub(super) async fn read_data(&mut self) -> std::io::Result<Option<Data>> {
         let limit = self.gateway.config.max_message_size;
         let line_limit = self.gateway.config.max_data_line;
         let timeout = self.gateway.config.data_timeout;

@@ -9,6 +9,7 @@ mod auth;
 mod class;
 mod data;
 mod ehlo;
+mod inbound;
 mod mail;
 mod rcpt;
 
@@ -22,6 +23,7 @@ use veto_core::{EmailAddress, Role, TopicKey};
 use veto_store::NewReceipt;
 
 use crate::{Gateway, Reply};
+use inbound::Mode;
 
 /// Where the session is in the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,8 @@ struct Transaction {
     /// Recipients refused (or discarded) at RCPT, receipted when the
     /// message is known.
     refused: Vec<NewReceipt>,
+    /// The inbound listener's recipients: veto's own addresses.
+    inbound: Vec<inbound::Recipient>,
 }
 
 /// What reading one line gave.
@@ -78,6 +82,7 @@ pub struct Session<S> {
     stream: S,
     peer: IpAddr,
     gateway: Arc<Gateway>,
+    mode: Mode,
     state: State,
     sender: Option<Sender>,
     /// Set once AUTH succeeded (a second AUTH is refused).
@@ -101,6 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             stream,
             peer,
             gateway,
+            mode: Mode::Submission,
             state: State::Greeting,
             sender,
             authenticated: false,
@@ -147,6 +153,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         tracing::trace!(peer = %self.peer, command = request.name(), "smtp command");
+        if self.mode == Mode::Inbound {
+            return self.handle_inbound(request).await;
+        }
         match request {
             Request::Ehlo { host } => self.handle_ehlo(&host, true),
             Request::Helo { host } => self.handle_ehlo(&host, false),

@@ -270,6 +270,25 @@ impl World {
     }
 }
 
+impl World {
+    /// A client of the inbound listener (veto's own addresses), connected
+    /// from `peer`, past the greeting.
+    #[allow(dead_code)] // tests/inbound.rs only
+    pub async fn connect_inbound(&self, peer: &str) -> Client {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let peer: IpAddr = peer.parse().unwrap();
+        let session = self.gateway.inbound_session(server, peer);
+        tokio::spawn(session.run());
+        let mut client = Client {
+            io: client,
+            buf: Vec::new(),
+        };
+        let greeting = client.read_reply().await;
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        client
+    }
+}
+
 pub struct Client {
     io: DuplexStream,
     buf: Vec<u8>,
