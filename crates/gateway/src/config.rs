@@ -7,6 +7,8 @@ use std::time::Duration;
 use veto_core::TopicKey;
 use veto_mail::dkim::Signer;
 
+use crate::TlsConfig;
+
 /// Session limits, who may relay, and what goes into each personal copy.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -34,6 +36,13 @@ pub struct Config {
     /// DKIM signatures put on every copy, in this order (e.g. RSA, then
     /// Ed25519). Empty: copies go unsigned.
     pub dkim: Vec<Arc<Signer>>,
+    /// The certificate STARTTLS presents; `None`: no STARTTLS, and AUTH is
+    /// offered in plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Sessions at once; the listener answers more with `421 4.7.0`.
+    pub max_connections: usize,
+    /// Sessions at once from one IP address.
+    pub max_connections_per_client: usize,
 }
 
 /// Where the links and list headers of each copy point.
@@ -74,6 +83,9 @@ impl Config {
             links,
             footer,
             dkim: Vec::new(),
+            tls: None,
+            max_connections: 1000,
+            max_connections_per_client: 50,
         }
     }
 

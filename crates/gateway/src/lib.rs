@@ -4,21 +4,24 @@
 //! This crate holds the session core: the protocol state machine
 //! ([`Session`]), classification, the two guard checks (at RCPT, and the
 //! authoritative one at the end of DATA), the personal copies and the
-//! receipts; the TCP listener ([`listen`]) and the default delivery
-//! ([`MaildirRelay`]). STARTTLS and the upstream SMTP relay plug in through
-//! [`Gateway`] and the [`Relay`] trait.
+//! receipts; the TCP listener ([`listen`]) with its connection limits,
+//! STARTTLS ([`TlsConfig`]) and the default delivery ([`MaildirRelay`]).
+//! The upstream SMTP relay plugs in through the [`Relay`] trait.
 
 mod config;
+mod limits;
 mod listen;
 mod maildir;
 mod reply;
 mod session;
+mod tls;
 
 pub use config::{Config, FooterText, IpNetwork, Links, NetworkError, TrustedNetwork};
 pub use listen::{SHUTDOWN_GRACE, listen, listen_with_grace};
 pub use maildir::MaildirRelay;
 pub use reply::{Fail, Reply};
 pub use session::{Session, State};
+pub use tls::{SelfSigned, TlsConfig, TlsError, self_signed};
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -62,14 +65,19 @@ pub struct Gateway {
     config: Config,
     guard: Guard,
     relay: Arc<dyn Relay>,
+    /// Sessions running, against `max_connections` and `max_connections_per_client`.
+    connections: limits::Connections,
 }
 
 impl Gateway {
     pub fn new(config: Config, guard: Guard, relay: Arc<dyn Relay>) -> Arc<Gateway> {
+        let connections =
+            limits::Connections::new(config.max_connections, config.max_connections_per_client);
         Arc::new(Gateway {
             config,
             guard,
             relay,
+            connections,
         })
     }
 

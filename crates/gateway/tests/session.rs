@@ -88,7 +88,11 @@ async fn only_consenting_recipients_get_a_copy_each_with_their_own_token() {
             .unwrap()
             .unwrap();
         assert_eq!(claims.contact, contact.id as u64, "token of {}", copy.to);
-        assert_eq!(bounce_claims.contact, contact.id as u64, "return path of {}", copy.to);
+        assert_eq!(
+            bounce_claims.contact, contact.id as u64,
+            "return path of {}",
+            copy.to
+        );
         assert!(tokens.insert(token), "tokens are personal");
     }
 

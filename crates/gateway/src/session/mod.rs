@@ -10,6 +10,7 @@ mod data;
 mod ehlo;
 mod mail;
 mod rcpt;
+mod starttls;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use veto_core::{EmailAddress, Role, Topic, TopicKey};
 use veto_store::NewReceipt;
 
+use crate::tls::Stream;
 use crate::{Gateway, Reply};
 
 /// Where the session is in the protocol.
@@ -70,7 +72,8 @@ enum Line {
 }
 
 pub struct Session<S> {
-    stream: S,
+    /// Plain until STARTTLS.
+    stream: Stream<S>,
     peer: IpAddr,
     gateway: Arc<Gateway>,
     state: State,
@@ -91,7 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             default_topic: n.default_topic.as_ref().map(|t| t.as_str().to_owned()),
         });
         Session {
-            stream,
+            stream: Stream::Plain(stream),
             peer,
             gateway,
             state: State::Greeting,
@@ -153,6 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Rset => self.handle_rset(),
             Request::Noop { .. } => self.reply(Reply::new(250, "2.0.0", "OK")),
             Request::Quit => self.handle_quit(),
+            Request::StartTls => self.handle_starttls().await?,
             Request::Lhlo { .. }
             | Request::Bdat { .. }
             | Request::Vrfy { .. }
@@ -160,8 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             | Request::Help { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
-            | Request::Burl { .. }
-            | Request::StartTls => {
+            | Request::Burl { .. } => {
                 self.error(Reply::new(502, "5.5.1", "Command not implemented"));
             }
         }
