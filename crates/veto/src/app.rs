@@ -156,6 +156,18 @@ pub fn gateway_config(config: &Config) -> Result<veto_gateway::Config> {
         })
         .collect::<Result<_, veto_gateway::NetworkError>>()
         .context("[gateway] trusted_networks")?;
+    let g = &config.gateway;
+    gateway.max_message_size = g.max_message_size;
+    gateway.max_recipients = g.max_recipients;
+    gateway.max_connections = g.max_connections;
+    gateway.max_connections_per_client = g.max_connections_per_client;
+    gateway.tls = Some(crate::tls::gateway_tls(config)?);
+    gateway.dkim = crate::dkim::signers(config)?;
+    if gateway.dkim.is_empty() {
+        tracing::warn!(
+            "[dkim] is not set: the gateway's copies carry no DKIM signature (make a key with `veto dkim keygen`)"
+        );
+    }
     Ok(gateway)
 }
 
