@@ -9,6 +9,8 @@ use veto_core::TopicKey;
 use veto_mail::dkim::Signer;
 use veto_store::SoftBounceLimit;
 
+use crate::TlsConfig;
+
 /// Session limits, who may relay, and what goes into each personal copy.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -44,6 +46,13 @@ pub struct Config {
     /// DKIM signatures put on every copy, in this order (e.g. RSA, then
     /// Ed25519). Empty: copies go unsigned.
     pub dkim: Vec<Arc<Signer>>,
+    /// The certificate STARTTLS presents; `None`: no STARTTLS, and AUTH is
+    /// offered in plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Sessions at once; the listener answers more with `421 4.7.0`.
+    pub max_connections: usize,
+    /// Sessions at once from one IP address.
+    pub max_connections_per_client: usize,
     /// Inbound listener: how many soft bounces within how long make a hard
     /// bounce.
     pub soft_bounces: SoftBounceLimit,
@@ -102,6 +111,9 @@ impl Config {
             bulk_window: Duration::from_secs(24 * 60 * 60),
             dkim: Vec::new(),
             soft_bounces: SoftBounceLimit::default(),
+            tls: None,
+            max_connections: 1000,
+            max_connections_per_client: 50,
         }
     }
 

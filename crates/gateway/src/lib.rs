@@ -4,17 +4,20 @@
 //! This crate holds the session core: the protocol state machine
 //! ([`Session`]), classification, the two guard checks (at RCPT, and the
 //! authoritative one at the end of DATA), the personal copies and the
-//! receipts; the TCP listener ([`listen`]) and the default delivery
-//! ([`MaildirRelay`]); and the inbound listener ([`listen_inbound`]) for
-//! mailto unsubscribes, bounces and complaints sent to veto's own addresses. STARTTLS and the upstream SMTP relay plug in through
-//! [`Gateway`] and the [`Relay`] trait.
+//! receipts; the TCP listener ([`listen`]) with its connection limits,
+//! STARTTLS ([`TlsConfig`]) and the default delivery ([`MaildirRelay`]);
+//! and the inbound listener ([`listen_inbound`]) for mailto unsubscribes,
+//! bounces and complaints sent to veto's own addresses. The upstream SMTP
+//! relay plugs in through the [`Relay`] trait.
 
 mod config;
 mod dsn;
+mod limits;
 mod listen;
 mod maildir;
 mod reply;
 mod session;
+mod tls;
 
 pub use config::{
     Config, FooterText, IpNetwork, Links, NetworkError, RefusedRecipients, TrustedNetwork,
@@ -25,6 +28,7 @@ pub use listen::{
 pub use maildir::MaildirRelay;
 pub use reply::{Fail, Reply};
 pub use session::{Session, State};
+pub use tls::{SelfSigned, TlsConfig, TlsError, self_signed};
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -70,15 +74,20 @@ pub struct Gateway {
     relay: Arc<dyn Relay>,
     /// Started on first use, inside the runtime.
     receipts: OnceLock<ReceiptLog>,
+    /// Sessions running, against `max_connections` and `max_connections_per_client`.
+    connections: limits::Connections,
 }
 
 impl Gateway {
     pub fn new(config: Config, guard: Guard, relay: Arc<dyn Relay>) -> Arc<Gateway> {
+        let connections =
+            limits::Connections::new(config.max_connections, config.max_connections_per_client);
         Arc::new(Gateway {
             config,
             guard,
             relay,
             receipts: OnceLock::new(),
+            connections,
         })
     }
 

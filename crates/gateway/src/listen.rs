@@ -88,15 +88,25 @@ async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let session = match kind {
-                        Kind::Submission => gateway.session(stream, peer.ip()),
-                        Kind::Inbound => gateway.inbound_session(stream, peer.ip()),
-                    };
-                    sessions.spawn(async move {
-                        if let Err(e) = session.run().await {
-                            tracing::debug!(%peer, error = %e, "{name} session ended with an error");
+                    match gateway.connections.admit(peer.ip()) {
+                        Ok(permit) => {
+                            let session = match kind {
+                                Kind::Submission => gateway.session(stream, peer.ip()),
+                                Kind::Inbound => gateway.inbound_session(stream, peer.ip()),
+                            };
+                            sessions.spawn(async move {
+                                // Held until the session ends.
+                                let _permit = permit;
+                                if let Err(e) = session.run().await {
+                                    tracing::debug!(%peer, error = %e, "{name} session ended with an error");
+                                }
+                            });
                         }
-                    });
+                        Err(reply) => {
+                            tracing::warn!(%peer, reply = %reply, "{name} connection refused");
+                            sessions.spawn(crate::limits::refuse(stream, reply));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.

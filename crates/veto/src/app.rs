@@ -169,6 +169,18 @@ pub fn gateway_config(config: &Config) -> Result<veto_gateway::Config> {
         threshold: u32::try_from(config.gateway.soft_bounce_threshold).unwrap_or(u32::MAX),
         window: config.gateway.soft_bounce_window,
     };
+    let g = &config.gateway;
+    gateway.max_message_size = g.max_message_size;
+    gateway.max_recipients = g.max_recipients;
+    gateway.max_connections = g.max_connections;
+    gateway.max_connections_per_client = g.max_connections_per_client;
+    gateway.tls = Some(crate::tls::gateway_tls(config)?);
+    gateway.dkim = crate::dkim::signers(config)?;
+    if gateway.dkim.is_empty() {
+        tracing::warn!(
+            "[dkim] is not set: the gateway's copies carry no DKIM signature (make a key with `veto dkim keygen`)"
+        );
+    }
     Ok(gateway)
 }
 

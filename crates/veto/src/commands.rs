@@ -55,6 +55,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(AuditCmd::Verify { json }) => {
             audit_verify(&App::open(cfg).await?, json).await
         }
+        Command::Dkim(cmd) => crate::dkim::run(cfg, cmd),
     }
 }
 
@@ -148,8 +149,46 @@ async fn check(cfg: Option<&Path>) -> Result<ExitCode> {
         c.policy.default_jurisdictions.join(", ")
     );
     store.close().await;
+    if !check_gateway(c) {
+        return Ok(ExitCode::FAILURE);
+    }
     println!("ok");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The gateway's certificate and DKIM keys, read as `veto serve` would
+/// (nothing is made); false when one cannot be used.
+fn check_gateway(c: &config::Config) -> bool {
+    let mut usable = true;
+    match crate::tls::describe(c) {
+        Ok(line) => println!("{line}"),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            usable = false;
+        }
+    }
+    match crate::dkim::signers(c) {
+        Ok(signers) if signers.is_empty() => {
+            println!("dkim: not set up (copies go out unsigned)");
+            eprintln!(
+                "warning: [dkim] is not set: the gateway's copies carry no DKIM signature, which Gmail and Yahoo \
+                 require of bulk senders; make a key with `veto dkim keygen --selector veto --domain {}`",
+                c.dkim.domain.as_deref().unwrap_or(&c.organisation.domain)
+            );
+        }
+        Ok(signers) => {
+            for signer in &signers {
+                for line in crate::dkim::describe(signer) {
+                    println!("{line}");
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            usable = false;
+        }
+    }
+    usable
 }
 
 // ---- serve and link -------------------------------------------------------------------

@@ -41,6 +41,7 @@ const SECTIONS: &[&str] = &[
     "store",
     "web",
     "gateway",
+    "dkim",
     "delivery",
     "organisation",
     "policy",
@@ -58,6 +59,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub web: WebConfig,
     pub gateway: GatewayConfig,
+    pub dkim: DkimConfig,
     pub delivery: DeliveryConfig,
     pub organisation: OrganisationConfig,
     pub policy: PolicyConfig,
@@ -134,6 +136,31 @@ pub struct GatewayConfig {
     pub soft_bounce_threshold: u64,
     /// Longer than zero.
     pub soft_bounce_window: Duration,
+    /// STARTTLS certificate chain and key (PEM), both or neither; neither:
+    /// `veto serve` makes a self-signed pair in `data_dir/tls/`.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Sessions at once, in all and from one IP address.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// Largest message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Recipients per transaction.
+    pub max_recipients: usize,
+}
+
+/// DKIM signatures on the gateway's copies (RFC 6376; RFC 8463 for Ed25519).
+/// Checked for completeness here; the keys are read at start.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DkimConfig {
+    /// `d=`; `None`: `[organisation] domain`.
+    pub domain: Option<String>,
+    /// The first signature (RSA or Ed25519); `None`: copies go unsigned.
+    pub selector: Option<String>,
+    pub private_key_file: Option<PathBuf>,
+    /// An optional second signature with an Ed25519 key.
+    pub ed25519_selector: Option<String>,
+    pub ed25519_private_key_file: Option<PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -149,6 +176,12 @@ impl Default for GatewayConfig {
             discard_refused: false,
             soft_bounce_threshold: 5,
             soft_bounce_window: Duration::from_secs(30 * 24 * 60 * 60),
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_connections: 1000,
+            max_connections_per_client: 50,
+            max_message_size: veto_mail::rewrite::MAX_MESSAGE_SIZE,
+            max_recipients: 100,
         }
     }
 }
@@ -671,6 +704,7 @@ impl<'i> Ctx<'i> {
             store: read_store(&mut self.section("store"), file_dir),
             web: read_web(&mut self.section("web")),
             gateway: read_gateway(&mut self.section("gateway")),
+            dkim: read_dkim(&mut self.section("dkim")),
             delivery: read_delivery(&mut self.section("delivery")),
             organisation: read_organisation(&mut self.section("organisation")),
             policy: read_policy(&mut self.section("policy")),
@@ -1020,6 +1054,59 @@ impl<'i> SectionReader<'_, 'i> {
         out
     }
 
+    /// A file's path; empty or absent is `None`. A relative path is taken
+    /// from the configuration file's directory when it is written there,
+    /// else from the current directory.
+    fn file_path(&mut self, key: &str) -> Option<PathBuf> {
+        let item = self.take(key)?;
+        let text = match Self::string_of(&item) {
+            Ok(text) => text,
+            Err(message) => {
+                self.problem(&item, None, &self.path(key), &message);
+                return None;
+            }
+        };
+        if text.trim().is_empty() {
+            return None;
+        }
+        let base = match (item.origin, self.ctx.file) {
+            (Origin::File, Some((file, _))) => file.parent(),
+            _ => None,
+        };
+        let path = match base {
+            Some(base) => base.join(&text),
+            None => PathBuf::from(&text),
+        };
+        Some(std::path::absolute(&path).unwrap_or(path))
+    }
+
+    /// A whole number in `min..=max`.
+    fn count_between(&mut self, key: &str, default: usize, min: usize, max: usize) -> usize {
+        let Some(item) = self.take(key) else {
+            return default;
+        };
+        let value = match item.value.get_ref() {
+            DeValue::Integer(_) => usize::deserialize(item.value.clone().into_deserializer()).ok(),
+            _ => None,
+        };
+        match value {
+            Some(n) if (min..=max).contains(&n) => n,
+            _ => {
+                let message = format!(
+                    "expected a whole number from {min} to {max}, found {}",
+                    describe(item.value.get_ref())
+                );
+                self.problem(&item, None, &self.path(key), &message);
+                default
+            }
+        }
+    }
+
+    /// A problem of the section as a whole (keys that go together).
+    fn section_problem(&mut self, message: String) {
+        self.ctx.problems.push(message);
+    }
+
     /// Warns about every key nobody asked for.
     fn finish(&mut self) {
         let name = self.name;
@@ -1111,7 +1198,99 @@ fn read_gateway(s: &mut SectionReader<'_, '_>) -> GatewayConfig {
             1,
         ),
         soft_bounce_window: s.parsed("soft_bounce_window", d.soft_bounce_window, parse_window),
+        tls_cert_file: s.file_path("tls_cert_file"),
+        tls_key_file: s.file_path("tls_key_file"),
+        max_connections: s.count_between("max_connections", d.max_connections, 1, 1_000_000),
+        max_connections_per_client: s.count_between(
+            "max_connections_per_client",
+            d.max_connections_per_client,
+            1,
+            1_000_000,
+        ),
+        max_message_size: s.count_between(
+            "max_message_size",
+            d.max_message_size,
+            MIN_MESSAGE_SIZE,
+            veto_mail::rewrite::MAX_MESSAGE_SIZE,
+        ),
+        // RFC 5321 §4.5.3.1.8 asks for at least 100; fewer is the
+        // administrator's choice (the client is told 452 and retries).
+        max_recipients: s.count_between("max_recipients", d.max_recipients, 1, 100_000),
     };
+    match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(_), None) => s.section_problem(
+            "[gateway] tls_key_file: must be set when [gateway] tls_cert_file is (or leave both empty for a self-signed certificate)".to_owned(),
+        ),
+        (None, Some(_)) => s.section_problem(
+            "[gateway] tls_cert_file: must be set when [gateway] tls_key_file is (or leave both empty for a self-signed certificate)".to_owned(),
+        ),
+        _ => {}
+    }
+    s.finish();
+    config
+}
+
+/// The smallest `[gateway] max_message_size`: room for the headers and
+/// footer of a short message.
+const MIN_MESSAGE_SIZE: usize = 10 * 1024;
+
+fn read_dkim(s: &mut SectionReader<'_, '_>) -> DkimConfig {
+    let optional = |v: &str, parse: fn(&str) -> Result<String, String>| {
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            parse(v).map(Some)
+        }
+    };
+    let problems_before = s.ctx.problems.len();
+    let config = DkimConfig {
+        domain: s.parsed("domain", None, |v| optional(v, parse_domain)),
+        selector: s.parsed("selector", None, |v| optional(v, parse_selector)),
+        private_key_file: s.file_path("private_key_file"),
+        ed25519_selector: s.parsed("ed25519_selector", None, |v| optional(v, parse_selector)),
+        ed25519_private_key_file: s.file_path("ed25519_private_key_file"),
+    };
+    if s.ctx.problems.len() > problems_before {
+        // A bad value was dropped: what it lacks would only repeat it.
+        s.finish();
+        return config;
+    }
+    let pairs = [
+        (
+            "selector",
+            config.selector.is_some(),
+            "private_key_file",
+            config.private_key_file.is_some(),
+        ),
+        (
+            "ed25519_selector",
+            config.ed25519_selector.is_some(),
+            "ed25519_private_key_file",
+            config.ed25519_private_key_file.is_some(),
+        ),
+    ];
+    for (a, a_set, b, b_set) in pairs {
+        if a_set != b_set {
+            let (missing, given) = if a_set { (b, a) } else { (a, b) };
+            s.section_problem(format!(
+                "[dkim] {missing}: must be set when [dkim] {given} is"
+            ));
+        }
+    }
+    if config.ed25519_selector.is_some() && config.selector.is_none() {
+        s.section_problem(
+            "[dkim] ed25519_selector: an Ed25519 signature is the second one; not every receiver checks \
+             Ed25519, so set [dkim] selector and private_key_file (an RSA key) too"
+                .to_owned(),
+        );
+    }
+    if let (Some(a), Some(b)) = (&config.selector, &config.ed25519_selector)
+        && a == b
+    {
+        s.section_problem(format!(
+            "[dkim] ed25519_selector: {b:?} is also [dkim] selector; each key needs its own selector (its own DNS record)"
+        ));
+    }
     s.finish();
     config
 }
@@ -1293,12 +1472,23 @@ fn is_domain(v: &str) -> bool {
         })
 }
 
-fn parse_domain(v: &str) -> Result<String, String> {
+pub(crate) fn parse_domain(v: &str) -> Result<String, String> {
     if is_domain(v) && v.parse::<Ipv4Addr>().is_err() {
         Ok(v.to_ascii_lowercase())
     } else {
         Err(format!(
             "{v:?} is not a domain name like example.org (for non-ASCII names use the xn-- form)"
+        ))
+    }
+}
+
+/// A DKIM selector: one or more DNS labels (RFC 6376 §3.1), lower-cased.
+pub(crate) fn parse_selector(v: &str) -> Result<String, String> {
+    if is_domain(v) {
+        Ok(v.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{v:?} is not a DKIM selector: letters, digits and hyphens, like veto or s2025 (dots may separate labels)"
         ))
     }
 }
@@ -1465,6 +1655,30 @@ trusted_default_topic = ""
 # What a recipient who has not agreed is told at RCPT: "reject" (550 5.7.1 with the reason) or
 # "discard" (250, and nothing is sent: for tools that abandon a whole send at the first 5xx). Receipted either way.
 refused_recipients = "reject"
+# STARTTLS certificate (PEM, the chain with the server's certificate first) and its private key (PEM).
+# Both empty = a self-signed certificate for [organisation] domain, made once in data_dir/tls/.
+# Clients other than on this machine may send AUTH only after STARTTLS.
+tls_cert_file = ""
+tls_key_file = ""
+# SMTP sessions at once, in all and from one IP address; more are told "421 4.7.0 Too many connections".
+max_connections = 1000
+max_connections_per_client = 50
+# Largest message accepted, in bytes (at most 33554432).
+max_message_size = 33554432
+# Recipients per message (RFC 5321 asks servers to take at least 100).
+max_recipients = 100
+
+[dkim]
+# DKIM signature on every copy the gateway relays. Make a key and its DNS record with
+# `veto dkim keygen --selector veto --domain example.org`. All empty = copies go out unsigned.
+# The signing domain (d=); empty = [organisation] domain. Use the domain of your From addresses (DMARC alignment).
+domain = ""
+# The selector and private key (PEM, RSA of at least 2048 bits, or Ed25519).
+selector = ""
+private_key_file = ""
+# An optional second signature with an Ed25519 key (RFC 8463), next to the RSA one.
+ed25519_selector = ""
+ed25519_private_key_file = ""
 
 [delivery]
 # Where admitted mail goes: "maildir" (a local Maildir, for trying veto out) or your MTA as smtp://host:port.
@@ -1969,6 +2183,114 @@ empty = ""
         ] {
             assert!(text.contains(&format!("\n{key} = ")), "{key} missing");
         }
+    }
+
+    #[test]
+    fn gateway_tls_files_and_limits_are_read_and_checked() {
+        let text = commented_default_toml();
+        for key in [
+            "tls_cert_file",
+            "tls_key_file",
+            "max_connections",
+            "max_connections_per_client",
+            "max_message_size",
+            "max_recipients",
+            "selector",
+            "private_key_file",
+            "ed25519_selector",
+            "ed25519_private_key_file",
+        ] {
+            assert!(text.contains(&format!("\n{key} = ")), "{key} missing");
+        }
+
+        let (dir, result) = load_file(
+            "[gateway]\ntls_cert_file = \"tls/cert.pem\"\ntls_key_file = \"/etc/veto/key.pem\"\n\
+             max_connections = 20\nmax_connections_per_client = 2\nmax_message_size = 1048576\n\
+             max_recipients = 500\n",
+            &[("VETO_GATEWAY__MAX_RECIPIENTS", "50")],
+        );
+        let loaded = ok(result);
+        let g = &loaded.config.gateway;
+        assert_eq!(g.tls_cert_file, Some(dir.path().join("tls/cert.pem")));
+        assert_eq!(g.tls_key_file, Some(PathBuf::from("/etc/veto/key.pem")));
+        assert_eq!((g.max_connections, g.max_connections_per_client), (20, 2));
+        assert_eq!((g.max_message_size, g.max_recipients), (1_048_576, 50));
+
+        let (_dir, result) = load_file(
+            "[gateway]\ntls_cert_file = \"cert.pem\"\nmax_connections = 0\n\
+             max_message_size = 99999999999\nmax_recipients = \"lots\"\n",
+            &[],
+        );
+        let problems = errors(result);
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(problems[0].contains("[gateway] max_connections: expected a whole number from 1"));
+        assert!(problems[1].contains("[gateway] max_message_size: expected a whole number"));
+        assert!(problems[1].contains("33554432"), "{}", problems[1]);
+        assert!(
+            problems[2].contains("[gateway] max_recipients"),
+            "{}",
+            problems[2]
+        );
+        assert!(
+            problems[3]
+                .starts_with("[gateway] tls_key_file: must be set when [gateway] tls_cert_file is"),
+            "{}",
+            problems[3]
+        );
+    }
+
+    #[test]
+    fn dkim_keys_come_in_pairs_and_ed25519_only_second() {
+        let (dir, result) = load_file(
+            "[dkim]\ndomain = \"Shop.Example\"\nselector = \"S2025\"\nprivate_key_file = \"dkim/rsa.pem\"\n\
+             ed25519_selector = \"ed\"\ned25519_private_key_file = \"dkim/ed.pem\"\n",
+            &[],
+        );
+        let loaded = ok(result);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let d = &loaded.config.dkim;
+        assert_eq!(d.domain.as_deref(), Some("shop.example"));
+        assert_eq!(d.selector.as_deref(), Some("s2025"));
+        assert_eq!(d.private_key_file, Some(dir.path().join("dkim/rsa.pem")));
+        assert_eq!(d.ed25519_selector.as_deref(), Some("ed"));
+        assert_eq!(
+            d.ed25519_private_key_file,
+            Some(dir.path().join("dkim/ed.pem"))
+        );
+
+        let (_dir, result) = load_file("[dkim]\nselector = \"veto\"\n", &[]);
+        let problems = errors(result);
+        assert_eq!(
+            problems,
+            ["[dkim] private_key_file: must be set when [dkim] selector is"]
+        );
+
+        let (_dir, result) = load_file(
+            "[dkim]\ned25519_selector = \"ed\"\ned25519_private_key_file = \"ed.pem\"\n",
+            &[],
+        );
+        let problems = errors(result);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("set [dkim] selector and private_key_file"));
+
+        let (_dir, result) = load_file(
+            "[dkim]\nselector = \"a_b\"\nprivate_key_file = \"k.pem\"\n",
+            &[],
+        );
+        let problems = errors(result);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("[dkim] selector: \"a_b\" is not a DKIM selector"));
+
+        let (_dir, result) = load_file(
+            "[dkim]\nselector = \"a\"\nprivate_key_file = \"k.pem\"\n",
+            &[
+                ("VETO_DKIM__ED25519_SELECTOR", "A"),
+                ("VETO_DKIM__ED25519_PRIVATE_KEY_FILE", "e.pem"),
+            ],
+        );
+        let problems = errors(result);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("each key needs its own selector"));
     }
 
     #[test]

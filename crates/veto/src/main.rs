@@ -4,7 +4,9 @@
 mod app;
 mod commands;
 mod config;
+mod dkim;
 mod import;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +68,9 @@ enum Command {
     /// The tamper-evident audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// DKIM keys for the signatures on the gateway's copies.
+    #[command(subcommand)]
+    Dkim(dkim::DkimCmd),
 }
 
 #[derive(Subcommand)]

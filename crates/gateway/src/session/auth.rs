@@ -34,6 +34,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             State::Ehlo => {}
         }
+        if !self.auth_allowed() {
+            self.error(Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism; use STARTTLS first",
+            ));
+            return Ok(());
+        }
         let password = if mechanism == AUTH_PLAIN {
             let response = match initial_response {
                 "" => match self.challenge("").await? {

@@ -12,11 +12,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.state = State::Ehlo;
         let config = &self.gateway.config;
         let reply = if extended {
-            // STARTTLS is added with TLS support.
-            let text = format!(
-                "{} greets {host}\nPIPELINING\n8BITMIME\nSMTPUTF8\nSIZE {}\nENHANCEDSTATUSCODES\nAUTH PLAIN LOGIN",
+            let mut text = format!(
+                "{} greets {host}\nPIPELINING\n8BITMIME\nSMTPUTF8\nSIZE {}\nENHANCEDSTATUSCODES",
                 config.hostname, config.max_message_size
             );
+            if self.starttls_offered() {
+                text.push_str("\nSTARTTLS");
+            }
+            // RFC 4954 §4: not in plaintext when TLS could protect it.
+            if self.auth_allowed() {
+                text.push_str("\nAUTH PLAIN LOGIN");
+            }
             Reply::new(250, "", text)
         } else {
             Reply::new(250, "", format!("{} greets {host}", config.hostname))

@@ -12,6 +12,7 @@ mod ehlo;
 mod inbound;
 mod mail;
 mod rcpt;
+mod starttls;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use veto_core::{EmailAddress, Role, TopicKey};
 use veto_store::NewReceipt;
 
+use crate::tls::Stream;
 use crate::{Gateway, Reply};
 use inbound::Mode;
 
@@ -55,6 +57,19 @@ struct Sender {
     default_service: Option<String>,
 }
 
+impl Sender {
+    /// The sender a client from a trusted network is before any AUTH.
+    fn trusted(gateway: &Gateway, peer: IpAddr) -> Option<Sender> {
+        gateway.config.trusted_network(peer).map(|n| Sender {
+            actor: format!("trusted-network:{}", n.network),
+            role: None,
+            owner: None,
+            default_topic: n.default_topic.as_ref().map(|t| t.as_str().to_owned()),
+            default_service: None,
+        })
+    }
+}
+
 /// One mail transaction (MAIL FROM to the end of DATA).
 #[derive(Debug, Default)]
 struct Transaction {
@@ -79,7 +94,8 @@ enum Line {
 }
 
 pub struct Session<S> {
-    stream: S,
+    /// Plain until STARTTLS.
+    stream: Stream<S>,
     peer: IpAddr,
     gateway: Arc<Gateway>,
     mode: Mode,
@@ -95,15 +111,9 @@ pub struct Session<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub fn new(stream: S, peer: IpAddr, gateway: Arc<Gateway>) -> Session<S> {
-        let sender = gateway.config.trusted_network(peer).map(|n| Sender {
-            actor: format!("trusted-network:{}", n.network),
-            role: None,
-            owner: None,
-            default_topic: n.default_topic.as_ref().map(|t| t.as_str().to_owned()),
-            default_service: None,
-        });
+        let sender = Sender::trusted(&gateway, peer);
         Session {
-            stream,
+            stream: Stream::Plain(stream),
             peer,
             gateway,
             mode: Mode::Submission,
@@ -169,6 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Rset => self.handle_rset(),
             Request::Noop { .. } => self.reply(Reply::new(250, "2.0.0", "OK")),
             Request::Quit => self.handle_quit(),
+            Request::StartTls => self.handle_starttls().await?,
             Request::Lhlo { .. }
             | Request::Bdat { .. }
             | Request::Vrfy { .. }
@@ -176,8 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             | Request::Help { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
-            | Request::Burl { .. }
-            | Request::StartTls => {
+            | Request::Burl { .. } => {
                 self.error(Reply::new(502, "5.5.1", "Command not implemented"));
             }
         }
