@@ -446,6 +446,9 @@ fn b64(text: &str) -> Vec<u8> {
 pub struct TestPki {
     pub ca_pem: String,
     pub server: Arc<ServerConfig>,
+    /// The server's certificate and key, for a server in another program.
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl TestPki {
@@ -476,6 +479,7 @@ impl TestPki {
             .push(DnType::CommonName, "localhost");
         let cert = params.signed_by(&key, &ca).expect("certificate");
 
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let chain = vec![CertificateDer::from(cert.der().to_vec())];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -488,6 +492,8 @@ impl TestPki {
         TestPki {
             ca_pem: ca.pem(),
             server: Arc::new(server),
+            cert_pem,
+            key_pem,
         }
     }
 }
