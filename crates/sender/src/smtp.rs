@@ -170,6 +170,11 @@ impl SmtpTransport {
                 settings.helo_name
             )));
         }
+        if settings.credentials.is_some() && settings.tls == TlsMode::None {
+            return Err(SmtpSetupError::Settings(
+                "AUTH without TLS would send the password in clear text".to_owned(),
+            ));
+        }
         let tls_connector = match settings.tls {
             TlsMode::StartTls => Some(tls_connector(settings.ca_file.as_deref())?),
             TlsMode::None => None,

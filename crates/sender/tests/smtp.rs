@@ -500,6 +500,18 @@ fn a_bad_ca_file_is_a_setup_error() {
 }
 
 #[test]
+fn no_password_in_clear_text() {
+    let mut settings = SmtpSettings::new("mta.example.org", 25, "veto.test");
+    settings.tls = TlsMode::None;
+    settings.credentials = Some(SmtpCredentials {
+        username: "veto".into(),
+        password: "hunter2".into(),
+    });
+    let err = SmtpTransport::new(settings).expect_err("AUTH in clear text");
+    assert!(err.to_string().contains("clear text"), "{err}");
+}
+
+#[test]
 fn credentials_never_print() {
     let credentials = SmtpCredentials {
         username: "veto".into(),
