@@ -200,6 +200,7 @@ impl Connection {
         let mut tx = Tx {
             replies_read: 0,
             body_sent: false,
+            timed_out: false,
         };
         let result = if self.ext.pipelining {
             self.send_pipelined(&mut tx, from, to, message).await
@@ -209,7 +210,10 @@ impl Connection {
         self.last_used = Instant::now();
         result.map_err(|reason| Broken {
             reason,
-            retry_safe: tx.replies_read == 0 || !tx.body_sent,
+            // A silent upstream may be slow rather than gone: once the
+            // message went out, only a connection that answered nothing
+            // and was seen to close is safe to try again.
+            retry_safe: !tx.body_sent || (tx.replies_read == 0 && !tx.timed_out),
         })
     }
 
@@ -368,7 +372,10 @@ impl Connection {
         let timeout = self.reply_timeout;
         let reply = match tokio::time::timeout(timeout, self.read_reply()).await {
             Ok(reply) => reply?,
-            Err(_) => return Err(format!("upstream sent no reply within {timeout:?}")),
+            Err(_) => {
+                tx.timed_out = true;
+                return Err(format!("upstream sent no reply within {timeout:?}"));
+            }
         };
         let first = tx.replies_read == 0;
         tx.replies_read += 1;
@@ -433,6 +440,8 @@ struct Tx {
     replies_read: usize,
     /// The message went out, whole or in part.
     body_sent: bool,
+    /// A reply did not come in time.
+    timed_out: bool,
 }
 
 /// A refusal of MAIL, RCPT or DATA.
