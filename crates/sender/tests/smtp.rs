@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{Script, TestPki, Upstream, admitted};
@@ -521,4 +522,88 @@ fn credentials_never_print() {
     settings.credentials = Some(credentials);
     let shown = format!("{settings:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+/// veto's own messages (confirmation links) go through the same transport,
+/// from `no-reply@` veto's domain, and their receipts carry upstream's reply.
+#[tokio::test]
+async fn the_mailer_sends_through_the_smtp_transport() {
+    use veto_core::{EmailAddress, PolicySettings};
+    use veto_sender::{Mailer, SendError, Sent};
+    use veto_store::{Guard, GuardClass, Store};
+
+    for (after_message, delivered) in [
+        ("250 2.0.0 Ok: queued as M1", true),
+        ("554 5.7.1 not today", false),
+    ] {
+        let upstream = Upstream::start(Script {
+            after_message,
+            ..Script::default()
+        })
+        .await;
+        let transport = SmtpTransport::new(upstream.settings()).expect("transport");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_sqlite(&dir.path().join("veto.db"))
+            .await
+            .expect("store");
+        let guard = Guard::new(store.clone(), PolicySettings::default());
+        let mailer =
+            Mailer::with_transport(guard, Arc::new(transport), "Example Shop", "example.org");
+        let to = EmailAddress::parse(TO).expect("address");
+        let sent = mailer
+            .send_text(
+                &to,
+                GuardClass::Requested("test"),
+                "Your link",
+                "Here it is.",
+            )
+            .await;
+        let message_id = match (sent, delivered) {
+            (Ok(Sent::Delivered { message_id }), true) => message_id,
+            (Err(SendError::Rejected(reply)), false) => {
+                assert_eq!(reply, after_message);
+                let log = upstream.log();
+                assert!(log.messages.is_empty());
+                continue_with_receipt(&store, &log, after_message).await;
+                continue;
+            }
+            (other, _) => panic!("{after_message}: {other:?}"),
+        };
+        let log = upstream.log();
+        assert_eq!(log.messages.len(), 1);
+        assert_eq!(log.messages[0].from, "no-reply@example.org");
+        assert_eq!(log.messages[0].to, [TO]);
+        let text = String::from_utf8_lossy(&log.messages[0].content).into_owned();
+        assert!(text.contains("Subject: Your link\r\n"), "{text}");
+        let receipts = store
+            .receipts_for_message(&message_id)
+            .await
+            .expect("receipts");
+        assert_eq!(receipts.len(), 1);
+        assert_eq!(
+            receipts[0].receipt.outcome.as_deref(),
+            Some("250 2.0.0 Ok: queued as M1")
+        );
+    }
+
+    async fn continue_with_receipt(store: &Store, log: &support::Log, reply: &str) {
+        let message_id = log
+            .contents
+            .first()
+            .and_then(|c| {
+                let text = String::from_utf8_lossy(c).into_owned();
+                text.lines()
+                    .find_map(|l| l.strip_prefix("Message-ID: ").map(str::to_owned))
+            })
+            .expect("the refused message's Message-ID");
+        let receipts = store
+            .receipts_for_message(&message_id)
+            .await
+            .expect("receipts");
+        assert_eq!(receipts.len(), 1, "a receipt for the refused message too");
+        assert_eq!(
+            receipts[0].receipt.outcome.as_deref(),
+            Some(format!("rejected upstream: {reply}").as_str())
+        );
+    }
 }
