@@ -5,16 +5,15 @@
 //! ([`Session`]), classification, the two guard checks (at RCPT, and the
 //! authoritative one at the end of DATA), the personal copies and the
 //! receipts; the TCP listener ([`listen`]) with its connection limits,
-//! STARTTLS ([`TlsConfig`]) and the default delivery ([`MaildirRelay`]);
-//! and the inbound listener ([`listen_inbound`]) for mailto unsubscribes,
-//! bounces and complaints sent to veto's own addresses. The upstream SMTP
-//! relay plugs in through the [`Relay`] trait.
+//! STARTTLS ([`TlsConfig`]), the default delivery ([`MaildirRelay`]) or the
+//! upstream SMTP relay ([`SmtpTransport`]), both [`Relay`]s from
+//! veto-sender; and the inbound listener ([`listen_inbound`]) for mailto
+//! unsubscribes, bounces and complaints sent to veto's own addresses.
 
 mod config;
 mod dsn;
 mod limits;
 mod listen;
-mod maildir;
 mod reply;
 mod session;
 mod tls;
@@ -25,47 +24,28 @@ pub use config::{
 pub use listen::{
     SHUTDOWN_GRACE, listen, listen_inbound, listen_inbound_with_grace, listen_with_grace,
 };
-pub use maildir::MaildirRelay;
 pub use reply::{Fail, Reply};
 pub use session::{Session, State};
 pub use tls::{SelfSigned, TlsConfig, TlsError, self_signed};
 
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use veto_store::{Admitted, Guard, ReceiptLog};
+use veto_store::{Guard, ReceiptLog};
 
-/// What upstream said about one personal copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RelayOutcome {
-    /// Upstream took responsibility for the copy (its reply, e.g. `250 2.0.0 Ok`).
-    Accepted { reply: String },
-    /// Upstream refused the copy for good (a 5xx reply).
-    Rejected { reply: String },
-}
-
-/// Upstream could not take the copy now; the tool should retry.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("upstream is temporarily unavailable: {0}")]
-pub struct RelayError(pub String);
-
-/// A boxed future, so that [`Relay`] can be a trait object.
-pub type RelayFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<RelayOutcome, RelayError>> + Send + 'a>>;
-
-/// Where admitted copies go. It takes an [`Admitted`], which only the guard
-/// can build: nothing reaches the wire without the guard's say.
-pub trait Relay: Send + Sync {
-    fn relay<'a>(
-        &'a self,
-        envelope_from: &'a str,
-        admitted: &'a Admitted,
-        message: &'a [u8],
-    ) -> RelayFuture<'a>;
-}
+// Where admitted copies go: veto-sender's transports (the maildir, the
+// upstream SMTP relay), which campaigns use too. `Relay` takes an
+// [`veto_store::Admitted`], which only the guard can build: nothing reaches
+// the wire without the guard's say.
+/// The default delivery: each copy a file in a maildir (synced before it
+/// counts as accepted), so a newcomer sees exactly what would have gone out.
+pub use veto_sender::MaildirTransport as MaildirRelay;
+pub use veto_sender::transport::{
+    Outcome as RelayOutcome, Transport as Relay, TransportError as RelayError,
+    TransportFuture as RelayFuture,
+};
+pub use veto_sender::{SmtpSettings, SmtpTransport};
 
 /// What every session of one listener shares.
 pub struct Gateway {

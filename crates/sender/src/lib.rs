@@ -1,15 +1,22 @@
 //! veto-sender: sending under the guard.
 //!
-//! Every transport here takes an [`veto_store::Admitted`] recipient, which only the
-//! guard can make, and writes a receipt for every recipient it was asked
-//! about, sent or not. Today: the maildir transport (the default for a fresh
+//! Every [`Transport`] takes an [`veto_store::Admitted`] recipient, which
+//! only the guard can make. Transports: the maildir (the default for a fresh
 //! install, so a newcomer sees exactly what would have gone out) and the
-//! messages veto itself sends (confirmation links). Campaigns and SMTP
-//! upstream come with the sender issue.
+//! upstream SMTP relay ([`SmtpTransport`]). The gateway relays through them,
+//! and so does [`Mailer`], for the messages veto itself sends (confirmation
+//! links), which writes a receipt for every recipient it was asked about,
+//! sent or not. Campaigns come with the sender issue.
 
 mod maildir;
+pub mod smtp;
+pub mod transport;
 
 pub use maildir::Maildir;
+pub use smtp::{SmtpCredentials, SmtpSettings, SmtpSetupError, SmtpTransport, TlsMode};
+pub use transport::{MaildirTransport, Outcome, Transport, TransportError, TransportFuture};
+
+use std::sync::Arc;
 
 use veto_core::{Channel, EmailAddress, Refusal, Timestamp};
 use veto_store::{Guard, GuardClass, NewReceipt, Store, StoreError};
@@ -20,6 +27,12 @@ pub enum SendError {
     Store(#[from] StoreError),
     #[error("the message could not be written to the outbox: {0}")]
     Io(#[from] std::io::Error),
+    /// The transport could not take the message now (try again later).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Upstream refused the message for good (its 5xx reply).
+    #[error("upstream refused the message: {0}")]
+    Rejected(String),
 }
 
 /// What happened to one recipient.
@@ -35,7 +48,7 @@ pub enum Sent {
 #[derive(Clone)]
 pub struct Mailer {
     guard: Guard,
-    outbox: Maildir,
+    transport: Arc<dyn Transport>,
     from_name: String,
     from_address: String,
     domain: String,
@@ -43,11 +56,28 @@ pub struct Mailer {
 
 impl Mailer {
     /// `domain` is veto's own domain (`[organisation] domain`): messages come
-    /// from `no-reply@domain` in the organisation's name.
+    /// from `no-reply@domain` in the organisation's name. They go to the
+    /// maildir `outbox`.
     pub fn new(guard: Guard, outbox: Maildir, from_name: &str, domain: &str) -> Mailer {
+        Self::with_transport(
+            guard,
+            Arc::new(MaildirTransport::new(outbox)),
+            from_name,
+            domain,
+        )
+    }
+
+    /// Like [`Mailer::new`], through any transport (the one the gateway
+    /// uses, so both share one upstream connection pool).
+    pub fn with_transport(
+        guard: Guard,
+        transport: Arc<dyn Transport>,
+        from_name: &str,
+        domain: &str,
+    ) -> Mailer {
         Mailer {
             guard,
-            outbox,
+            transport,
             from_name: from_name.to_owned(),
             from_address: format!("no-reply@{domain}"),
             domain: domain.to_owned(),
@@ -118,15 +148,31 @@ impl Mailer {
                     checked_at: admitted.checked_at().as_microsecond(),
                     ..base
                 };
-                let path = self.outbox.deliver(&admitted, &bytes)?;
+                // Return path: the From address (the null path `<>` is
+                // for DSNs only, RFC 5321 §4.5.5).
+                let relayed = self
+                    .transport
+                    .relay(&self.from_address, &admitted, &bytes)
+                    .await;
+                let (outcome, result) = match relayed {
+                    Ok(Outcome::Accepted { reply }) => (
+                        reply,
+                        Ok(Sent::Delivered {
+                            message_id: format!("<{message_id}>"),
+                        }),
+                    ),
+                    Ok(Outcome::Rejected { reply }) => (
+                        format!("rejected upstream: {reply}"),
+                        Err(SendError::Rejected(reply)),
+                    ),
+                    Err(e) => (format!("not relayed: {e}"), Err(SendError::Transport(e))),
+                };
                 let receipt = NewReceipt {
-                    outcome: Some(format!("maildir {}", path.display())),
+                    outcome: Some(outcome),
                     ..receipt
                 };
                 self.store().record_receipts(vec![receipt]).await?;
-                Ok(Sent::Delivered {
-                    message_id: format!("<{message_id}>"),
-                })
+                result
             }
         }
     }

@@ -9,6 +9,9 @@ use crate::config::{self, Config};
 pub struct App {
     pub config: Config,
     pub store: Store,
+    /// The `[delivery]` transport, made on first use and shared (one
+    /// upstream connection pool for the gateway and veto's own mail).
+    transport: std::sync::OnceLock<std::sync::Arc<dyn veto_sender::Transport>>,
 }
 
 impl App {
@@ -16,7 +19,11 @@ impl App {
     pub async fn open(explicit: Option<&std::path::Path>) -> Result<App> {
         let config = load_config(explicit)?;
         let store = open_store(&config).await?;
-        Ok(App { config, store })
+        Ok(App {
+            config,
+            store,
+            transport: std::sync::OnceLock::new(),
+        })
     }
 
     pub fn policy(&self) -> PolicySettings {
@@ -185,37 +192,76 @@ pub fn gateway_config(config: &Config) -> Result<veto_gateway::Config> {
 }
 
 /// The SMTP gateway over this app's store and policy, delivering to the
-/// configured upstream (today: the maildir `outbox` in the data directory).
+/// configured upstream (`[delivery]`).
 pub fn gateway(app: &App) -> Result<std::sync::Arc<veto_gateway::Gateway>> {
-    let maildir = outbox(app)?;
     let guard = veto_store::Guard::new(app.store.clone(), app.policy());
-    let relay = std::sync::Arc::new(veto_gateway::MaildirRelay::new(maildir));
     Ok(veto_gateway::Gateway::new(
         gateway_config(&app.config)?,
         guard,
-        relay,
+        transport(app)?,
     ))
 }
 
-fn outbox(app: &App) -> Result<veto_sender::Maildir> {
-    let outbox = match &app.config.delivery.upstream {
-        config::Upstream::Maildir => app.config.store.data_dir.join("outbox"),
-        other => anyhow::bail!(
-            "[delivery] upstream = {other}: SMTP delivery comes with the gateway, which is not built yet; use \"maildir\""
-        ),
-    };
-    veto_sender::Maildir::open(&outbox)
-        .with_context(|| format!("cannot create the outbox {}", outbox.display()))
+/// The `[delivery]` transport: the maildir `outbox` in the data directory,
+/// or the upstream MTA over a pool of SMTP connections.
+pub fn transport(app: &App) -> Result<std::sync::Arc<dyn veto_sender::Transport>> {
+    if let Some(transport) = app.transport.get() {
+        return Ok(transport.clone());
+    }
+    let made = make_transport(&app.config)?;
+    Ok(app.transport.get_or_init(|| made).clone())
+}
+
+fn make_transport(config: &Config) -> Result<std::sync::Arc<dyn veto_sender::Transport>> {
+    let d = &config.delivery;
+    match &d.upstream {
+        config::Upstream::Maildir => {
+            let outbox = config.store.data_dir.join("outbox");
+            let maildir = veto_sender::Maildir::open(&outbox)
+                .with_context(|| format!("cannot create the outbox {}", outbox.display()))?;
+            Ok(std::sync::Arc::new(veto_sender::MaildirTransport::new(
+                maildir,
+            )))
+        }
+        config::Upstream::Smtp { host, port } => {
+            let mut settings =
+                veto_sender::SmtpSettings::new(host, *port, &config.organisation.domain);
+            settings.tls = match d.tls {
+                config::DeliveryTls::Starttls => veto_sender::TlsMode::StartTls,
+                config::DeliveryTls::None => veto_sender::TlsMode::None,
+            };
+            settings.ca_file = d.ca_file.clone();
+            settings.credentials =
+                d.username
+                    .as_ref()
+                    .map(|username| veto_sender::SmtpCredentials {
+                        username: username.clone(),
+                        password: d.password.expose().to_owned(),
+                    });
+            // The configuration allows 1 to 1000.
+            settings.pool_size = usize::try_from(d.pool_size).unwrap_or(8);
+            settings.connect_timeout = d.connect_timeout;
+            settings.reply_timeout = d.timeout;
+            settings.idle_timeout = d.idle_timeout;
+            let transport = veto_sender::SmtpTransport::new(settings).map_err(|e| {
+                let key = match e {
+                    veto_sender::SmtpSetupError::CaFile { .. } => "ca_file",
+                    _ => "upstream",
+                };
+                anyhow::anyhow!("[delivery] {key}: {e}")
+            })?;
+            Ok(std::sync::Arc::new(transport))
+        }
+    }
 }
 
 /// veto's own messages (confirmation links) go through the guard to the
-/// configured delivery. Today that is the maildir in the data directory.
+/// configured delivery, the same transport as the gateway's.
 pub fn mailer(app: &App) -> Result<veto_sender::Mailer> {
-    let maildir = outbox(app)?;
     let guard = veto_store::Guard::new(app.store.clone(), app.policy());
-    Ok(veto_sender::Mailer::new(
+    Ok(veto_sender::Mailer::with_transport(
         guard,
-        maildir,
+        transport(app)?,
         &app.config.organisation.name,
         &app.config.organisation.domain,
     ))

@@ -186,9 +186,52 @@ impl Default for GatewayConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryConfig {
     pub upstream: Upstream,
+    /// How the connection to an SMTP upstream is protected.
+    pub tls: DeliveryTls,
+    /// PEM certificate authorities trusted besides the platform's roots.
+    pub ca_file: Option<PathBuf>,
+    /// AUTH with the upstream: both or neither of `username` and `password`.
+    pub username: Option<String>,
+    pub password: Secret,
+    /// Most connections to upstream open at once (1 or more).
+    pub pool_size: u64,
+    /// For connecting to upstream.
+    pub connect_timeout: Duration,
+    /// For each of upstream's replies.
+    pub timeout: Duration,
+    /// A connection unused this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            upstream: Upstream::default(),
+            tls: DeliveryTls::default(),
+            ca_file: None,
+            username: None,
+            password: Secret::default(),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// TLS towards an SMTP upstream. There is no setting that skips verifying
+/// its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryTls {
+    /// STARTTLS, required: an upstream that does not offer it gets no mail.
+    #[default]
+    Starttls,
+    /// Plain text: an MTA on this host or a private network.
+    None,
 }
 
 /// Where admitted mail is handed off.
@@ -705,7 +748,7 @@ impl<'i> Ctx<'i> {
             web: read_web(&mut self.section("web")),
             gateway: read_gateway(&mut self.section("gateway")),
             dkim: read_dkim(&mut self.section("dkim")),
-            delivery: read_delivery(&mut self.section("delivery")),
+            delivery: read_delivery(&mut self.section("delivery"), file_dir),
             organisation: read_organisation(&mut self.section("organisation")),
             policy: read_policy(&mut self.section("policy")),
             service: read_service(&mut self.section("service")),
@@ -889,6 +932,67 @@ impl<'i> SectionReader<'_, 'i> {
             None => PathBuf::from(text),
         };
         std::path::absolute(&path).unwrap_or(path)
+    }
+
+    /// A file that must exist, or `""` for none; relative paths as in
+    /// [`Self::dir`].
+    fn optional_file(&mut self, key: &str, file_dir: Option<&Path>) -> Option<PathBuf> {
+        let item = self.take(key)?;
+        let text = match Self::string_of(&item) {
+            Ok(text) => text,
+            Err(message) => {
+                self.problem(&item, None, &self.path(key), &message);
+                return None;
+            }
+        };
+        if text.is_empty() {
+            return None;
+        }
+        let base = match item.origin {
+            Origin::File => file_dir,
+            Origin::Env { .. } => None,
+        };
+        let path = match base {
+            Some(base) => base.join(&text),
+            None => PathBuf::from(&text),
+        };
+        let path = std::path::absolute(&path).unwrap_or(path);
+        if !path.is_file() {
+            let message = format!("{} is not a file", path.display());
+            self.problem(&item, None, &self.path(key), &message);
+            return None;
+        }
+        Some(path)
+    }
+
+    /// A whole number checked by `check`, whose message says what is allowed.
+    fn parsed_count(
+        &mut self,
+        key: &str,
+        default: u64,
+        check: impl FnOnce(u64) -> Result<u64, String>,
+    ) -> u64 {
+        let Some(item) = self.take(key) else {
+            return default;
+        };
+        let value = match item.value.get_ref() {
+            DeValue::Integer(_) => u64::deserialize(item.value.clone().into_deserializer()).ok(),
+            _ => None,
+        };
+        let checked = match value {
+            Some(n) => check(n),
+            None => Err(format!(
+                "expected a whole number, found {}",
+                describe(item.value.get_ref())
+            )),
+        };
+        match checked {
+            Ok(n) => n,
+            Err(message) => {
+                self.problem(&item, None, &self.path(key), &message);
+                default
+            }
+        }
     }
 
     fn boolean(&mut self, key: &str, default: bool) -> bool {
@@ -1295,10 +1399,47 @@ fn read_dkim(s: &mut SectionReader<'_, '_>) -> DkimConfig {
     config
 }
 
-fn read_delivery(s: &mut SectionReader<'_, '_>) -> DeliveryConfig {
+fn read_delivery(s: &mut SectionReader<'_, '_>, file_dir: Option<&Path>) -> DeliveryConfig {
+    let d = DeliveryConfig::default();
     let config = DeliveryConfig {
-        upstream: s.parsed("upstream", Upstream::default(), parse_upstream),
+        upstream: s.parsed("upstream", d.upstream, parse_upstream),
+        tls: s.choice("tls", d.tls),
+        ca_file: s.optional_file("ca_file", file_dir),
+        username: s.parsed("username", d.username, |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else if v.chars().any(char::is_control) {
+                Err("must not hold control characters".to_owned())
+            } else {
+                Ok(Some(v.to_owned()))
+            }
+        }),
+        password: s.secret("password", |_| Ok(())),
+        pool_size: s.parsed_count("pool_size", d.pool_size, |n| {
+            if (1..=1000).contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!("must be from 1 to 1000 connections, not {n}"))
+            }
+        }),
+        connect_timeout: s.parsed("connect_timeout", d.connect_timeout, parse_window),
+        timeout: s.parsed("timeout", d.timeout, parse_window),
+        idle_timeout: s.parsed("idle_timeout", d.idle_timeout, parse_window),
     };
+    match (&config.username, config.password.is_empty()) {
+        (Some(_), true) => s.ctx.problems.push(
+            "[delivery] password: is empty, but [delivery] username is set; AUTH needs both"
+                .to_owned(),
+        ),
+        (None, false) => s.ctx.problems.push(
+            "[delivery] username: is empty, but [delivery] password is set; AUTH needs both"
+                .to_owned(),
+        ),
+        (Some(_), false) if config.tls == DeliveryTls::None => s.ctx.problems.push(
+            "[delivery] tls: is \"none\", which would send [delivery] password in clear text; use \"starttls\"".to_owned(),
+        ),
+        _ => {}
+    }
     s.finish();
     config
 }
@@ -1683,6 +1824,21 @@ ed25519_private_key_file = ""
 [delivery]
 # Where admitted mail goes: "maildir" (a local Maildir, for trying veto out) or your MTA as smtp://host:port.
 upstream = "maildir"
+# The keys below apply to an smtp:// upstream.
+# "starttls" (required: an MTA that does not offer it gets no mail) or "none" (an MTA on this host or a private network).
+tls = "starttls"
+# PEM file of certificate authorities to trust besides the system's (a private CA); empty = the system's only.
+ca_file = ""
+# SMTP AUTH (PLAIN or LOGIN) with the MTA; empty = none. The password is never printed; set it with VETO_DELIVERY__PASSWORD.
+username = ""
+password = ""
+# Most connections to the MTA open at once; they are reused for many messages.
+pool_size = 8
+# How long to wait for a connection to the MTA, and for each of its replies.
+connect_timeout = "10s"
+timeout = "60s"
+# A connection unused this long is closed.
+idle_timeout = "60s"
 
 [organisation]
 # Your organisation's name, shown to customers.
@@ -2167,6 +2323,14 @@ empty = ""
             "soft_bounce_threshold",
             "soft_bounce_window",
             "upstream",
+            "tls",
+            "ca_file",
+            "username",
+            "password",
+            "pool_size",
+            "connect_timeout",
+            "timeout",
+            "idle_timeout",
             "name",
             "postal_address",
             "privacy_url",
@@ -2291,6 +2455,107 @@ empty = ""
         let problems = errors(result);
         assert_eq!(problems.len(), 1, "{problems:#?}");
         assert!(problems[0].contains("each key needs its own selector"));
+    }
+
+    #[test]
+    fn delivery_smtp_keys_are_read() {
+        let (dir, path) = file(
+            r#"
+[delivery]
+upstream = "smtp://mta.internal:587"
+tls = "starttls"
+ca_file = "ca.pem"
+username = "veto"
+password = "hunter2-s3cret"
+pool_size = 4
+connect_timeout = "5s"
+timeout = "2m"
+idle_timeout = "30s"
+"#,
+        );
+        std::fs::write(dir.path().join("ca.pem"), "x").expect("write CA");
+        let loaded = ok(load_from(
+            Some(&path),
+            env(&[("VETO_DELIVERY__POOL_SIZE", "16")]),
+        ));
+        let d = &loaded.config.delivery;
+        assert_eq!(d.tls, DeliveryTls::Starttls);
+        assert_eq!(
+            d.ca_file.as_deref(),
+            Some(dir.path().join("ca.pem").as_path())
+        );
+        assert_eq!(d.username.as_deref(), Some("veto"));
+        assert_eq!(d.password.expose(), "hunter2-s3cret");
+        assert_eq!(d.pool_size, 16, "the environment wins");
+        assert_eq!(d.connect_timeout, Duration::from_secs(5));
+        assert_eq!(d.timeout, Duration::from_secs(120));
+        assert_eq!(d.idle_timeout, Duration::from_secs(30));
+        assert!(!format!("{loaded:?}").contains("hunter2"));
+
+        let (_dir, result) = load_file("[delivery]\ntls = \"none\"\n", &[]);
+        assert_eq!(ok(result).config.delivery.tls, DeliveryTls::None);
+    }
+
+    #[test]
+    fn delivery_smtp_problems_name_the_key() {
+        let (_dir, result) = load_file(
+            r#"
+[delivery]
+tls = "off"
+ca_file = "missing.pem"
+pool_size = 0
+timeout = "0s"
+connect_timeout = "soon"
+idle_timeout = 5
+"#,
+            &[],
+        );
+        let problems = errors(result);
+        let expect = [
+            ("veto.toml:3:7: [delivery] tls", "starttls"),
+            (
+                "veto.toml:4:11: [delivery] ca_file",
+                "missing.pem is not a file",
+            ),
+            ("veto.toml:5:13: [delivery] pool_size", "from 1 to 1000"),
+            ("veto.toml:6:11: [delivery] timeout", "longer than zero"),
+            (
+                "veto.toml:7:19: [delivery] connect_timeout",
+                "\"soon\" is not a duration",
+            ),
+            (
+                "veto.toml:8:16: [delivery] idle_timeout",
+                "expected a string",
+            ),
+        ];
+        for (prefix, text) in expect {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains(prefix) && p.contains(text)),
+                "no problem {prefix:?} … {text:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+
+        // AUTH needs both halves, and never in clear text.
+        for (text, problem) in [
+            ("username = \"veto\"", "[delivery] password: is empty"),
+            (
+                "password = \"hunter2-s3cret\"",
+                "[delivery] username: is empty",
+            ),
+            (
+                "tls = \"none\"\nusername = \"veto\"\npassword = \"hunter2-s3cret\"",
+                "[delivery] tls: is \"none\"",
+            ),
+        ] {
+            let (_dir, result) = load_file(&format!("[delivery]\n{text}\n"), &[]);
+            let problems = errors(result);
+            assert_eq!(problems.len(), 1, "{problems:#?}");
+            assert!(problems[0].contains(problem), "{problems:#?}");
+            assert!(!problems[0].contains("hunter2"), "{problems:#?}");
+        }
     }
 
     #[test]

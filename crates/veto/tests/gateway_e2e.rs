@@ -317,14 +317,14 @@ fn start_upstream(out: &Path, port: u16) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the aiosmtpd upstream");
-    let mut ready = [0u8; 5];
-    child
-        .stdout
-        .take()
-        .expect("its stdout")
+    let mut ready = [0u8; 6];
+    let mut stdout = child.stdout.take().expect("its stdout");
+    stdout
         .read_exact(&mut ready)
         .expect("the upstream says it is ready");
-    assert_eq!(&ready, b"ready");
+    assert_eq!(&ready, b"ready\n");
+    // Kept open while the upstream runs.
+    child.stdout = Some(stdout);
     Server(child)
 }
 
@@ -505,7 +505,7 @@ fn relayed_upstream_only_consenting_people_get_a_signed_copy_that_unsubscribes()
         .iter()
         .find(|(e, _)| e["to"][0] == "news@shop.example")
         .unwrap_or_else(|| panic!("no DSN for fay: {got:#?}"));
-    assert_eq!(dsn.0["from"], "", "a DSN has the null sender");
+    assert_eq!(dsn.0["from"], "<>", "a DSN has the null sender");
     assert!(
         dsn.1.contains("Final-Recipient: rfc822; fay@example.com"),
         "{}",

@@ -8,6 +8,7 @@ one transaction and prints, as JSON, the reply to each RCPT and to DATA.
 import json
 import smtplib
 import sys
+from email import policy
 from email.message import EmailMessage
 
 port, message_id, rcpts = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(",")
@@ -34,6 +35,6 @@ with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
         replies["rcpt"][r] = [code, text.decode()]
         accepted += code == 250
     if accepted:
-        code, text = s.data(msg.as_bytes())
+        code, text = s.data(msg.as_bytes(policy=policy.SMTP))
         replies["data"] = [code, text.decode()]
 print(json.dumps(replies))
