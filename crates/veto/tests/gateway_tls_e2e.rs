@@ -6,81 +6,11 @@
 //! Runs only with `VETO_TEST_E2E=1` (it needs `swaks` on `PATH`, and then
 //! fails without it); otherwise it says it was skipped.
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod e2e;
 
-const E2E_VAR: &str = "VETO_TEST_E2E";
+use e2e::{E2E_VAR, Server, free_port, run, veto, wait_for_port};
 
-/// Kills `veto serve` when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn veto(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_veto"));
-    cmd.args(args).current_dir(dir).env_clear().env("HOME", dir);
-    if let Some(path) = std::env::var_os("PATH") {
-        cmd.env("PATH", path);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-#[track_caller]
-fn run(dir: &Path, args: &[&str], env: &[(&str, String)]) -> String {
-    let out = veto(dir, args, env).output().expect("run the veto binary");
-    assert!(
-        out.status.success(),
-        "`veto {}` failed: {}",
-        args.join(" "),
-        show(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "{:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn wait_for_port(port: u16, server: &mut Server) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = server.0.try_wait() {
-            let mut stderr = String::new();
-            if let Some(mut e) = server.0.stderr.take() {
-                let _ = e.read_to_string(&mut stderr);
-            }
-            panic!("veto serve exited with {status}: {stderr}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on port {port} after 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use std::process::{Command, Stdio};
 
 fn swaks(args: &[&str]) -> (bool, String) {
     let out = Command::new("swaks")
