@@ -62,8 +62,7 @@ fn post(url: &str, body: &str) -> u16 {
 
 #[test]
 fn a_tool_sends_through_the_gateway_and_only_the_consenting_get_it() {
-    if std::env::var_os(E2E_VAR).is_none_or(|v| v != "1") {
-        println!("skipped: end-to-end gateway test (set VETO_TEST_E2E=1)");
+    if !e2e::enabled("end-to-end gateway test") {
         return;
     }
     let swaks_found = Command::new("swaks")
@@ -292,8 +291,7 @@ fn smtplib_send(port: u16, message_id: &str, to: &[&str]) -> serde_json::Value {
 
 #[test]
 fn relayed_upstream_only_consenting_people_get_a_signed_copy_that_unsubscribes() {
-    if std::env::var_os(E2E_VAR).is_none_or(|v| v != "1") {
-        println!("skipped: end-to-end relay test (set VETO_TEST_E2E=1)");
+    if !e2e::enabled("end-to-end relay test") {
         return;
     }
     let dkim_python = python_with("python3", "dkim", "dkimpy from PyPI");

@@ -8,7 +8,7 @@
 
 mod e2e;
 
-use e2e::{E2E_VAR, Server, free_port, run, veto, wait_for_port};
+use e2e::{Server, free_port, run, veto, wait_for_port};
 
 use std::process::{Command, Stdio};
 
@@ -30,8 +30,7 @@ fn swaks(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn a_tool_sends_over_starttls_and_the_copy_is_dkim_signed() {
-    if std::env::var_os(E2E_VAR).is_none_or(|v| v != "1") {
-        println!("skipped: end-to-end STARTTLS test (set VETO_TEST_E2E=1)");
+    if !e2e::enabled("end-to-end STARTTLS test") {
         return;
     }
     let swaks_found = Command::new("swaks")

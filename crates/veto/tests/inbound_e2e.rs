@@ -8,7 +8,7 @@
 
 mod e2e;
 
-use e2e::{E2E_VAR, Server, free_port, run, veto, wait_for_port};
+use e2e::{Server, free_port, run, veto, wait_for_port};
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -84,8 +84,7 @@ fn data_reply(transcript: &str) -> &str {
 
 #[test]
 fn bounces_and_mailto_unsubscribes_reach_the_ledger_through_the_real_binary() {
-    if std::env::var_os(E2E_VAR).is_none_or(|v| v != "1") {
-        println!("skipped: end-to-end inbound listener test (set VETO_TEST_E2E=1)");
+    if !e2e::enabled("end-to-end inbound listener test") {
         return;
     }
     let swaks_found = Command::new("swaks")

@@ -11,7 +11,7 @@
 
 mod e2e;
 
-use e2e::{E2E_VAR, Server, free_port, run, veto, wait_for_port};
+use e2e::{Server, free_port, run, veto, wait_for_port};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -45,8 +45,7 @@ fn send(smtp_port: u16, key: &str) -> String {
 
 #[test]
 fn the_gateway_relays_to_an_smtp_upstream_and_says_451_while_it_is_down() {
-    if std::env::var_os(E2E_VAR).is_none_or(|v| v != "1") {
-        println!("skipped: end-to-end SMTP upstream test (set VETO_TEST_E2E=1)");
+    if !e2e::enabled("end-to-end SMTP upstream test") {
         return;
     }
     let swaks_found = Command::new("swaks")
