@@ -42,9 +42,18 @@ struct Client {
 }
 
 async fn connect(w: &World, peer: &str) -> Client {
+    connect_to(w, peer, false).await
+}
+
+/// A client of the submission listener, or of the inbound one.
+async fn connect_to(w: &World, peer: &str, inbound: bool) -> Client {
     let (client, server) = tokio::io::duplex(1 << 16);
     let peer: IpAddr = peer.parse().unwrap();
-    tokio::spawn(w.gateway.session(server, peer).run());
+    if inbound {
+        tokio::spawn(w.gateway.inbound_session(server, peer).run());
+    } else {
+        tokio::spawn(w.gateway.session(server, peer).run());
+    }
     let mut c = Client {
         io: Io::Plain(client),
         buf: Vec::new(),
@@ -307,4 +316,26 @@ async fn without_a_certificate_there_is_no_starttls_and_auth_stays_plain() {
     assert!(ehlo.contains(&"AUTH PLAIN LOGIN".to_owned()), "{ehlo:?}");
     c.cmd("STARTTLS", "502 5.5.1").await;
     c.cmd(&plain_auth(&w.news_key), "235").await;
+}
+
+#[tokio::test]
+async fn the_inbound_listener_offers_starttls_but_never_auth() {
+    let (w, cert) = tls_world().await;
+    let mut c = connect_to(&w, "192.0.2.25", true).await;
+    let ehlo = extensions(&c.ehlo().await);
+    assert!(ehlo.contains(&"STARTTLS".to_owned()), "{ehlo:?}");
+    assert!(!ehlo.iter().any(|e| e.starts_with("AUTH")), "{ehlo:?}");
+    c.starttls(&cert).await;
+    let ehlo = extensions(&c.ehlo().await);
+    assert!(
+        !ehlo
+            .iter()
+            .any(|e| e.starts_with("AUTH") || e == "STARTTLS"),
+        "{ehlo:?}"
+    );
+    // Still only veto's own addresses, inside TLS too.
+    c.cmd("MAIL FROM:<>", "250").await;
+    c.cmd("RCPT TO:<someone@elsewhere.example>", "550 5.7.1")
+        .await;
+    c.cmd(&plain_auth(&w.news_key), "502").await;
 }

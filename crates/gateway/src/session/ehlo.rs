@@ -2,7 +2,7 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Session, State};
+use super::{Mode, Session, State};
 use crate::Reply;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -19,8 +19,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if self.starttls_offered() {
                 text.push_str("\nSTARTTLS");
             }
-            // RFC 4954 §4: not in plaintext when TLS could protect it.
-            if self.auth_allowed() {
+            // RFC 4954 §4: not in plaintext when TLS could protect it. The
+            // inbound listener has nothing to authenticate for.
+            if self.mode == Mode::Submission && self.auth_allowed() {
                 text.push_str("\nAUTH PLAIN LOGIN");
             }
             Reply::new(250, "", text)

@@ -95,8 +95,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     pub(super) async fn handle_inbound(&mut self, request: Request<String>) -> std::io::Result<()> {
         match request {
-            Request::Ehlo { host } => self.inbound_ehlo(&host, true),
-            Request::Helo { host } => self.inbound_ehlo(&host, false),
+            Request::Ehlo { host } => self.handle_ehlo(&host, true),
+            Request::Helo { host } => self.handle_ehlo(&host, false),
+            // Mailbox providers deliver bounces and reports over TLS when offered.
+            Request::StartTls => self.handle_starttls().await?,
             Request::Mail { from } => self.handle_mail(&from),
             Request::Rcpt { to } => self.inbound_rcpt(&to.address).await,
             Request::Data => self.inbound_data().await?,
@@ -115,29 +117,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             | Request::Help { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
-            | Request::Burl { .. }
-            | Request::StartTls => {
+            | Request::Burl { .. } => {
                 self.error(Reply::new(502, "5.5.1", "Command not implemented"));
             }
         }
         Ok(())
-    }
-
-    /// RFC 5321 §4.1.4: EHLO resets any transaction. No AUTH: there is
-    /// nothing to authenticate for.
-    fn inbound_ehlo(&mut self, host: &str, extended: bool) {
-        self.tx = Default::default();
-        self.state = State::Ehlo;
-        let config = &self.gateway.config;
-        let text = if extended {
-            format!(
-                "{} greets {host}\nPIPELINING\n8BITMIME\nSMTPUTF8\nSIZE {}\nENHANCEDSTATUSCODES",
-                config.hostname, config.max_message_size
-            )
-        } else {
-            format!("{} greets {host}", config.hostname)
-        };
-        self.reply(Reply::new(250, "", text));
     }
 
     async fn inbound_rcpt(&mut self, address: &str) {
