@@ -10,6 +10,7 @@
 //! veto-sender; and the inbound listener ([`listen_inbound`]) for mailto
 //! unsubscribes, bounces and complaints sent to veto's own addresses.
 
+mod cache;
 mod config;
 mod dsn;
 mod limits;
@@ -54,6 +55,8 @@ pub struct Gateway {
     relay: Arc<dyn Relay>,
     /// Started on first use, inside the runtime.
     receipts: OnceLock<ReceiptLog>,
+    /// Token keys and topics, read again every few seconds.
+    cache: cache::Cache,
     /// Sessions running, against `max_connections` and `max_connections_per_client`.
     connections: limits::Connections,
 }
@@ -67,6 +70,7 @@ impl Gateway {
             guard,
             relay,
             receipts: OnceLock::new(),
+            cache: cache::Cache::default(),
             connections,
         })
     }

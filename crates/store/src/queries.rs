@@ -862,39 +862,51 @@ pub(crate) async fn load_state(
 ) -> Result<(Option<ContactId>, ConsentState)> {
     let skey = suppression_key(b).await?;
     let mut conn = b.read.acquire().await?;
-    let contact = sqlx::query("SELECT id, jurisdictions, subscriber_type FROM contacts WHERE email_key = $1")
-        .bind(email.key())
-        .fetch_optional(&mut *conn)
-        .await?;
+    // One round trip (the guard asks twice per recipient): the contact, its
+    // facts (one row each; one row of NULLs when it has none or is
+    // unknown) and the suppression entry.
+    let rows = sqlx::query(
+        "SELECT c.id AS cid, c.jurisdictions, c.subscriber_type, \
+         (SELECT created_at FROM suppressions WHERE addr_hash = $2 AND scope = 'all') AS suppressed_at, s.* \
+         FROM (SELECT 1 AS one) AS o \
+         LEFT JOIN contacts c ON c.email_key = $1 \
+         LEFT JOIN consent_state s ON s.contact_id = c.id",
+    )
+    .bind(email.key())
+    .bind(addr_hash(&skey, email.key()))
+    .fetch_all(&mut *conn)
+    .await?;
     let mut state = ConsentState::default();
     let mut id = None;
-    if let Some(row) = contact {
-        let cid: i64 = row.try_get("id")?;
-        let j: String = row.try_get("jurisdictions")?;
-        let st: String = row.try_get("subscriber_type")?;
-        state = ConsentState::known(crate::parse_jurisdictions(&j), st.parse().unwrap_or(SubscriberType::Individual));
-        for r in sqlx::query("SELECT * FROM consent_state WHERE contact_id = $1").bind(cid).fetch_all(&mut *conn).await? {
-            state.facts.push(fact_from_row(&r)?);
+    let mut suppressed: Option<i64> = None;
+    for (i, row) in rows.iter().enumerate() {
+        if i == 0 {
+            suppressed = row.try_get("suppressed_at")?;
+            if let Some(cid) = row.try_get::<Option<i64>, _>("cid")? {
+                let j: String = row.try_get("jurisdictions")?;
+                let st: String = row.try_get("subscriber_type")?;
+                state = ConsentState::known(crate::parse_jurisdictions(&j), st.parse().unwrap_or(SubscriberType::Individual));
+                id = Some(ContactId(cid));
+            }
         }
-        if state.facts.iter().any(|f| matches!(f, Fact::Frequency { .. })) {
-            let since = now.as_microsecond() - 31 * 86_400 * 1_000_000;
-            let sends: Vec<i64> = sqlx::query_scalar(
-                "SELECT checked_at FROM receipts WHERE contact_id = $1 AND allowed = 1 AND channel = 'email' \
-                 AND class NOT LIKE 'service:%' AND checked_at > $2",
-            )
-            .bind(cid)
-            .bind(since)
-            .fetch_all(&mut *conn)
-            .await?;
-            state.recent_sends = sends.into_iter().map(ts).collect::<Result<_>>()?;
+        if row.try_get::<Option<String>, _>("kind")?.is_some() {
+            state.facts.push(fact_from_row(row)?);
         }
-        id = Some(ContactId(cid));
     }
-    let suppressed: Option<i64> =
-        sqlx::query_scalar("SELECT created_at FROM suppressions WHERE addr_hash = $1 AND scope = 'all'")
-            .bind(addr_hash(&skey, email.key()))
-            .fetch_optional(&mut *conn)
-            .await?;
+    if let Some(ContactId(cid)) = id
+        && state.facts.iter().any(|f| matches!(f, Fact::Frequency { .. }))
+    {
+        let since = now.as_microsecond() - 31 * 86_400 * 1_000_000;
+        let sends: Vec<i64> = sqlx::query_scalar(
+            "SELECT checked_at FROM receipts WHERE contact_id = $1 AND allowed = 1 AND channel = 'email' \
+             AND class NOT LIKE 'service:%' AND checked_at > $2",
+        )
+        .bind(cid)
+        .bind(since)
+        .fetch_all(&mut *conn)
+        .await?;
+        state.recent_sends = sends.into_iter().map(ts).collect::<Result<_>>()?;
+    }
     if let Some(since) = suppressed {
         state.upsert(Fact::Suppressed { since: ts(since)? });
     }

@@ -150,7 +150,10 @@ impl<S> Session<S> {
             Named::Topic(key) => {
                 may_send(sender, Role::Marketer)?;
                 let topic = match topic_key(key) {
-                    Some(parsed) => self.gateway.guard.store().topic(&parsed).await?,
+                    Some(parsed) => {
+                        let store = self.gateway.guard.store();
+                        self.gateway.cache.topic(store, &parsed).await?
+                    }
                     None => None,
                 };
                 topic

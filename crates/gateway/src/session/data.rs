@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use veto_core::{Channel, ContactId, EmailAddress, EventKind, NewEvent, Scope, Source, Timestamp};
 use veto_mail::rewrite::{Footer, Original, Personalisation};
-use veto_mail::{Claims, Purpose, TokenKey, TokenKeys, TokenScope};
+use veto_mail::{Claims, Purpose, TokenKeys, TokenScope};
 use veto_store::receipt_log::RELAY_MEMORY;
 use veto_store::{
     Admitted, Append, ContactInput, Delivery, Evidence, GuardClass, HoldRequest, NewReceipt,
@@ -137,7 +137,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let subject = header.value(&message, "subject");
         let (message, message_id) = prepare(&message, &header, domain, &content_hash);
         let original = Original::parse(&message)?;
-        let keys = token_keys(self).await?;
+        let keys = self
+            .gateway
+            .cache
+            .token_keys(self.gateway.guard.store(), false)
+            .await?;
         let label = class.guard_class().label();
         let receipt = |to: &str| NewReceipt {
             message_id: message_id.clone(),
@@ -530,21 +534,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         Ok(PersonalCopy { bytes, return_path })
     }
-}
-
-async fn token_keys<S>(session: &Session<S>) -> Result<TokenKeys, Fail> {
-    let mut keys = session
-        .gateway
-        .guard
-        .store()
-        .token_keys()
-        .await?
-        .into_iter()
-        .map(|(id, secret)| TokenKey::new(id, secret));
-    let current = keys
-        .next()
-        .ok_or_else(|| Fail::Token("the store holds no token key".into()))?;
-    TokenKeys::new(current, keys.collect()).map_err(|e| Fail::Token(e.to_string()))
 }
 
 /// One header field: its name and where it is (CRLF included).

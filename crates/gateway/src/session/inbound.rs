@@ -26,12 +26,12 @@ use veto_mail::feedback::{
     Bounce, ComplaintReport, DeliveryReport, Feedback, FeedbackType, RecipientStatus,
     parse_feedback, verp_token,
 };
-use veto_mail::{Claims, Purpose, TokenKey, TokenKeys};
+use veto_mail::{Claims, Purpose};
 use veto_store::{InboundKind, InboundOutcome, NewInboundReport, StoreError};
 
 use super::data::Data;
 use super::{Session, State};
-use crate::{Fail, Gateway, Reply};
+use crate::{Gateway, Reply};
 
 /// Which listener a session serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +174,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         else {
             return Err(unknown());
         };
-        let keys = match token_keys(self.gateway.guard().store()).await {
+        let keys = match self
+            .gateway
+            .cache
+            .token_keys(self.gateway.guard().store(), true)
+            .await
+        {
             Ok(keys) => keys,
             Err(fail) => {
                 tracing::error!(error = %fail, "inbound RCPT: token keys could not be read");
@@ -522,18 +527,6 @@ fn is_complaint(arf: &ComplaintReport) -> bool {
             true
         }
     }
-}
-
-async fn token_keys(store: &veto_store::Store) -> Result<TokenKeys, Fail> {
-    let mut keys = store
-        .token_keys()
-        .await?
-        .into_iter()
-        .map(|(id, secret)| TokenKey::new(id, secret));
-    let current = keys
-        .next()
-        .ok_or_else(|| Fail::Token("the store holds no token key".into()))?;
-    TokenKeys::new(current, keys.collect()).map_err(|e| Fail::Token(e.to_string()))
 }
 
 #[cfg(test)]
