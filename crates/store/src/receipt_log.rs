@@ -68,12 +68,28 @@ impl ReceiptLog {
 
     /// Records one message's delivery; returns once it is committed.
     pub async fn record(&self, delivery: Delivery) -> Result<()> {
+        self.submit(delivery).await?.committed().await
+    }
+
+    /// Hands `delivery` to the committer and returns at once: the caller
+    /// goes on (e.g. relays the next copy) while it is written, and waits
+    /// with [`Pending::committed`] before it tells anyone it is done.
+    pub async fn submit(&self, delivery: Delivery) -> Result<Pending> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send((delivery, done))
             .await
             .map_err(|_| StoreError::Invalid("the receipt committer stopped".into()))?;
-        match wait.await {
+        Ok(Pending(wait))
+    }
+}
+
+/// A delivery handed to the committer, not yet known to be on disk.
+pub struct Pending(oneshot::Receiver<Result<(), String>>);
+
+impl Pending {
+    pub async fn committed(self) -> Result<()> {
+        match self.0.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Invalid(format!("receipts not committed: {e}"))),
             Err(_) => Err(StoreError::Invalid(

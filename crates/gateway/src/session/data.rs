@@ -249,7 +249,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut delivery = Delivery::default();
         let (mut delivered, mut rejected) = (0, Vec::new());
         let mut unavailable = None;
-        for ((a, copy), contact) in admitted.iter().zip(&copies).zip(&contacts) {
+        let mut pending = Vec::new();
+        for (i, ((a, copy), contact)) in admitted.iter().zip(&copies).zip(&contacts).enumerate() {
+            let mut relayed = None;
             let outcome = if unavailable.is_some() {
                 "not relayed: upstream unavailable".to_owned()
             } else {
@@ -261,7 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 {
                     Ok(RelayOutcome::Accepted { reply }) => {
                         delivered += 1;
-                        delivery.relayed.push(RelayedCopy {
+                        relayed = Some(RelayedCopy {
                             message_key: message_id.clone(),
                             recipient: a.to().as_str().to_owned(),
                             relayed_at: Timestamp::now(),
@@ -280,7 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                 }
             };
-            receipts.push(NewReceipt {
+            let receipt = NewReceipt {
                 contact: Some(contact.0),
                 allowed: true,
                 rule: a.allowance().rule.id().to_owned(),
@@ -288,13 +290,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 checked_at: a.checked_at().as_microsecond(),
                 outcome: Some(outcome),
                 ..receipt(a.to().as_str())
-            });
+            };
+            // A relayed copy's record and receipt are written while the next
+            // copy goes out, so that a crash re-sends at most the copies of
+            // its last moment. The last copy's go with the rest.
+            match relayed {
+                Some(copy) if i + 1 < admitted.len() => {
+                    let early = Delivery {
+                        receipts: vec![receipt],
+                        relayed: vec![copy],
+                        service: None,
+                    };
+                    match self.gateway.receipt_log().submit(early.clone()).await {
+                        Ok(p) => pending.push(p),
+                        Err(_) => {
+                            receipts.extend(early.receipts);
+                            delivery.relayed.extend(early.relayed);
+                        }
+                    }
+                }
+                Some(copy) => {
+                    receipts.push(receipt);
+                    delivery.relayed.push(copy);
+                }
+                None => receipts.push(receipt),
+            }
         }
         if let Class::Service(_) = &class {
             delivery.service = Some((sender.actor.clone(), delivered as i64));
         }
         delivery.receipts = receipts;
-        if let Err(e) = self.gateway.receipt_log().record(delivery.clone()).await {
+        let mut committed = self.gateway.receipt_log().record(delivery.clone()).await;
+        for p in pending {
+            committed = committed.and(p.committed().await);
+        }
+        if let Err(e) = committed {
             // Copies may already be upstream: a 4xx now would make the tool
             // send them again. The evidence goes to the log instead.
             tracing::error!(
