@@ -102,12 +102,16 @@ impl Store {
             .pragma("cache_size", "-65536");
         // One writer connection: writes queue in the pool instead of
         // spinning on SQLite's busy lock; readers run beside it (WAL).
+        // No ping before each use: a local file does not drop connections,
+        // and each ping is another round trip to the connection's thread.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(opts.read_only(false))
             .await?;
         let store = Store::Sqlite(sqlite::Backend::new(write, read));
