@@ -377,3 +377,39 @@ async fn bulk_service_mail_is_held_until_another_dpo_approves() {
     send_bills(&mut c, 2, 2, "250").await;
     assert_eq!(w.relayed().len(), 4);
 }
+
+#[tokio::test]
+async fn each_copy_is_checked_just_before_it_goes_out() {
+    let w = World::new().await;
+    w.grant("ann@example.com", &w.news).await;
+    w.grant("bob@example.com", &w.news).await;
+    // Upstream is slow with ann's copy; bob unsubscribes meanwhile.
+    w.relay.script(
+        "ann@example.com",
+        Scripted::Slow(std::time::Duration::from_millis(600)),
+    );
+    let mut c = w.connect("10.1.2.3").await;
+    c.ehlo().await;
+    c.mail_from("news@shop.example", "250").await;
+    c.rcpt_to("ann@example.com", "250").await;
+    c.rcpt_to("bob@example.com", "250").await;
+    c.cmd("DATA", "354").await;
+    c.send(&message("")).await;
+    c.send(b".\r\n").await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    w.withdraw("bob@example.com", &w.news).await;
+    let reply = c.read_reply().await;
+    assert!(reply.contains("1 delivered, 1 withheld"), "{reply}");
+    let to: Vec<String> = w.relayed().into_iter().map(|r| r.to).collect();
+    assert_eq!(to, ["ann@example.com"]);
+    let receipts = w
+        .store
+        .receipts_for_message("<autumn-1@shop.example>")
+        .await
+        .unwrap();
+    let bob = receipts
+        .iter()
+        .find(|r| r.receipt.recipient == "bob@example.com")
+        .unwrap();
+    assert_eq!(bob.receipt.reason.as_deref(), Some("withdrawn"));
+}

@@ -12,8 +12,7 @@ use veto_mail::rewrite::{Footer, Original, Personalisation};
 use veto_mail::{Claims, Purpose, TokenKeys, TokenScope};
 use veto_store::receipt_log::RELAY_MEMORY;
 use veto_store::{
-    Admitted, Append, ContactInput, Delivery, Evidence, GuardClass, HoldRequest, NewReceipt,
-    RelayedCopy,
+    Append, ContactInput, Delivery, Evidence, GuardClass, HoldRequest, NewReceipt, RelayedCopy,
 };
 
 use super::class::{Class, named_by_header};
@@ -193,17 +192,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .collect();
         let sent_earlier = earlier.len();
 
-        // The authoritative check, immediately before the hand-off: a
-        // withdrawal while DATA was open counts.
-        let mut admitted = Vec::new();
-        for to in &recipients {
-            match self
+        if let Class::Service(_) = &class {
+            self.bulk_brake(&sender, &class, recipients.len()).await?;
+        }
+
+        let campaign = &content_hash[..12];
+        let mut delivery = Delivery::default();
+        let (mut delivered, mut rejected) = (0, Vec::new());
+        let mut unavailable = None;
+        let mut pending = Vec::new();
+        for (i, to) in recipients.iter().enumerate() {
+            // The authoritative check, immediately before this copy's
+            // hand-off: a withdrawal while DATA was open, or while the
+            // copies before this one went out, counts.
+            let a = match self
                 .gateway
                 .guard
                 .admit(to, class.guard_class(), Channel::Email)
                 .await?
             {
-                Ok(a) => admitted.push(a),
+                Ok(a) => a,
                 Err((contact, refusal)) => {
                     withheld += 1;
                     receipts.push(NewReceipt {
@@ -215,20 +223,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         outcome: Some("withheld at end of DATA".into()),
                         ..receipt(to.as_str())
                     });
+                    continue;
                 }
-            }
-        }
-
-        if let Class::Service(_) = &class {
-            self.bulk_brake(&sender, &class, admitted.len()).await?;
-        }
-
-        // Service mail may go to an address veto has no record of (a new
-        // customer's first bill); its copy's return path needs a contact for
-        // a bounce to be attributed to.
-        let mut contacts = Vec::with_capacity(admitted.len());
-        for a in &admitted {
-            let id = match a.contact() {
+            };
+            // Service mail may go to an address veto has no record of (a new
+            // customer's first bill); its copy's return path needs a contact
+            // for a bounce to be attributed to.
+            let contact = match a.contact() {
                 Some(id) => id,
                 None => self
                     .gateway
@@ -238,27 +239,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .await?
                     .map_err(|refusal| Fail::Token(format!("{}: {refusal:?}", a.to())))?,
             };
-            contacts.push(id);
-        }
-        let campaign = &content_hash[..12];
-        let copies = contacts
-            .iter()
-            .map(|&contact| self.personal_copy(&original, &class, &keys, contact, campaign))
-            .collect::<Result<Vec<_>, Fail>>()?;
-
-        let mut delivery = Delivery::default();
-        let (mut delivered, mut rejected) = (0, Vec::new());
-        let mut unavailable = None;
-        let mut pending = Vec::new();
-        for (i, ((a, copy), contact)) in admitted.iter().zip(&copies).zip(&contacts).enumerate() {
             let mut relayed = None;
             let outcome = if unavailable.is_some() {
                 "not relayed: upstream unavailable".to_owned()
             } else {
+                let copy = self.personal_copy(&original, &class, &keys, contact, campaign)?;
                 match self
                     .gateway
                     .relay
-                    .relay(&copy.return_path, a, &copy.bytes)
+                    .relay(&copy.return_path, &a, &copy.bytes)
                     .await
                 {
                     Ok(RelayOutcome::Accepted { reply }) => {
@@ -272,8 +261,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         reply
                     }
                     Ok(RelayOutcome::Rejected { reply }) => {
-                        rejected.push((a, reply.clone()));
-                        format!("rejected upstream: {reply}")
+                        let outcome = format!("rejected upstream: {reply}");
+                        rejected.push((a.to().clone(), reply));
+                        outcome
                     }
                     Err(e) => {
                         let outcome = format!("not relayed: {e}");
@@ -295,7 +285,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // copy goes out, so that a crash re-sends at most the copies of
             // its last moment. The last copy's go with the rest.
             match relayed {
-                Some(copy) if i + 1 < admitted.len() => {
+                Some(copy) if i + 1 < recipients.len() => {
                     let early = Delivery {
                         receipts: vec![receipt],
                         relayed: vec![copy],
@@ -408,13 +398,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         &self,
         message_id: &str,
         subject: Option<&str>,
-        rejected: &[(&Admitted, String)],
+        rejected: &[(EmailAddress, String)],
     ) {
         let now = Timestamp::now();
         let items = rejected
             .iter()
-            .map(|(a, reply)| Append {
-                contact: ContactInput::new(a.to().clone()),
+            .map(|(to, reply)| Append {
+                contact: ContactInput::new(to.clone()),
                 event: NewEvent {
                     kind: EventKind::HardBounce,
                     scope: Scope::All,
@@ -434,8 +424,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let failures: Vec<dsn::Failure> = rejected
             .iter()
-            .map(|(a, reply)| dsn::Failure {
-                recipient: a.to().as_str(),
+            .map(|(to, reply)| dsn::Failure {
+                recipient: to.as_str(),
                 reply,
             })
             .collect();

@@ -33,6 +33,8 @@ pub enum Scripted {
     Reject(String),
     /// Upstream cannot be reached (the tool is told 451).
     Unavailable(String),
+    /// Upstream takes this long, then accepts.
+    Slow(Duration),
 }
 
 /// Records what it receives and accepts it, unless scripted otherwise.
@@ -71,6 +73,7 @@ impl Relay for MemoryRelay {
             match scripted {
                 Some(Scripted::Reject(reply)) => return Ok(RelayOutcome::Rejected { reply }),
                 Some(Scripted::Unavailable(why)) => return Err(veto_gateway::RelayError(why)),
+                Some(Scripted::Slow(pause)) => tokio::time::sleep(pause).await,
                 None => {}
             }
             self.received.lock().unwrap().push(Relayed {
