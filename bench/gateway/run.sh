@@ -8,6 +8,7 @@
 #        SHARED=/work/shared/bench (the shared, read-only scripts: cpu.sh, direct-bench.sh,
 #        relay-bench.sh, postfix-relay.sh, which are used as they are)
 #        VETO_EXTRA_ENV="VETO_DELIVERY__POOL_SIZE=16 ..." (extra settings for veto serve)
+#        PATHS="direct postfix veto" (which paths to measure; "veto" alone for quick A/B runs)
 # Builds nothing. Ports: smtp-sink 127.0.0.1:2525, relay under test 127.0.0.1:2526,
 # veto's web server 127.0.0.1:18480 (not measured). Needs smtp-source, smtp-sink, postfix.
 set -euo pipefail
@@ -136,15 +137,21 @@ run_veto() {  # $1 sessions $2 round $3 plain|dkim
 
 say "load before: $(cat /proc/loadavg)   busy%: $(wait_quiet)   $(date -u +%FT%TZ)   $(nproc) cores"
 say "veto: $VETO   msgs=$MSGS size=$SIZE sessions=[$SESSIONS] repeats=$REPEATS   scratch: $BENCH_DIR"
+PATHS=${PATHS:-direct postfix veto}
+on() { [[ " $PATHS " == *" $1 "* ]]; }
 for r in $(seq 1 "$REPEATS"); do
-  for s in $SESSIONS; do run_direct "$s" "$r"; done
-  "$SHARED/postfix-relay.sh" start "$BENCH_DIR" >/dev/null 2>&1
-  sleep 1
-  for s in $SESSIONS; do run_postfix "$s" "$r"; done
-  "$SHARED/postfix-relay.sh" stop "$BENCH_DIR" >/dev/null 2>&1
-  sleep 1
-  for s in $SESSIONS; do run_veto "$s" "$r" plain; done
-  if [ "$DKIM" = 1 ]; then for s in $SESSIONS; do run_veto "$s" "$r" dkim; done; fi
+  if on direct; then for s in $SESSIONS; do run_direct "$s" "$r"; done; fi
+  if on postfix; then
+    "$SHARED/postfix-relay.sh" start "$BENCH_DIR" >/dev/null 2>&1
+    sleep 1
+    for s in $SESSIONS; do run_postfix "$s" "$r"; done
+    "$SHARED/postfix-relay.sh" stop "$BENCH_DIR" >/dev/null 2>&1
+    sleep 1
+  fi
+  if on veto; then
+    for s in $SESSIONS; do run_veto "$s" "$r" plain; done
+    if [ "$DKIM" = 1 ]; then for s in $SESSIONS; do run_veto "$s" "$r" dkim; done; fi
+  fi
 done
 
 # ---- medians ------------------------------------------------------------------------------

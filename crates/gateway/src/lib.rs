@@ -10,6 +10,7 @@
 //! veto-sender; and the inbound listener ([`listen_inbound`]) for mailto
 //! unsubscribes, bounces and complaints sent to veto's own addresses.
 
+mod cache;
 mod config;
 mod dsn;
 mod limits;
@@ -56,6 +57,8 @@ pub struct Gateway {
     receipts: OnceLock<ReceiptLog>,
     /// Sessions running, against `max_connections` and `max_connections_per_client`.
     connections: limits::Connections,
+    /// The token key ring and topic definitions, for a second at a time.
+    caches: cache::Caches,
 }
 
 impl Gateway {
@@ -68,6 +71,7 @@ impl Gateway {
             relay,
             receipts: OnceLock::new(),
             connections,
+            caches: cache::Caches::default(),
         })
     }
 

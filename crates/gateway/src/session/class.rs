@@ -150,7 +150,16 @@ impl<S> Session<S> {
             Named::Topic(key) => {
                 may_send(sender, Role::Marketer)?;
                 let topic = match topic_key(key) {
-                    Some(parsed) => self.gateway.guard.store().topic(&parsed).await?,
+                    Some(parsed) => match self.gateway.caches.topic(parsed.as_str()) {
+                        Some(topic) => Some(topic),
+                        None => {
+                            let topic = self.gateway.guard.store().topic(&parsed).await?;
+                            if let Some(t) = &topic {
+                                self.gateway.caches.put_topic(t.clone());
+                            }
+                            topic
+                        }
+                    },
                     None => None,
                 };
                 topic

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
+use std::sync::Arc;
 
 use data_encoding::HEXLOWER;
 use sha2::{Digest, Sha256};
@@ -532,7 +533,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-async fn token_keys<S>(session: &Session<S>) -> Result<TokenKeys, Fail> {
+async fn token_keys<S>(session: &Session<S>) -> Result<Arc<TokenKeys>, Fail> {
+    if let Some(keys) = session.gateway.caches.token_keys() {
+        return Ok(keys);
+    }
     let mut keys = session
         .gateway
         .guard
@@ -544,7 +548,10 @@ async fn token_keys<S>(session: &Session<S>) -> Result<TokenKeys, Fail> {
     let current = keys
         .next()
         .ok_or_else(|| Fail::Token("the store holds no token key".into()))?;
-    TokenKeys::new(current, keys.collect()).map_err(|e| Fail::Token(e.to_string()))
+    let keys =
+        Arc::new(TokenKeys::new(current, keys.collect()).map_err(|e| Fail::Token(e.to_string()))?);
+    session.gateway.caches.put_token_keys(Arc::clone(&keys));
+    Ok(keys)
 }
 
 /// One header field: its name and where it is (CRLF included).
