@@ -17,7 +17,7 @@ use veto_store::{
 
 use super::class::{Class, named_by_header};
 use super::rcpt::DISCARDED;
-use super::{Line, Sender, Session, State};
+use super::{Line, Mode, Sender, Session, State};
 use crate::{Fail, RelayOutcome, Reply, dsn};
 
 /// One recipient's copy and its VERP return path.
@@ -27,7 +27,7 @@ struct PersonalCopy {
 }
 
 /// What reading the data gave, when the session goes on.
-pub(super) enum Data {
+enum Data {
     Message(Vec<u8>),
     Refused(Fail),
 }
@@ -54,6 +54,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let reply = match self.read_data().await? {
             None => return Ok(()),
             Some(Data::Refused(fail)) => fail.reply(),
+            // The inbound listener's mail is for veto itself: never relayed.
+            Some(Data::Message(message)) if self.mode == Mode::Inbound => self.take(&message).await,
             Some(Data::Message(message)) => match self.deliver(message).await {
                 Ok(reply) => reply,
                 Err(fail) => {
@@ -73,7 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// sequence ends the data; a bare LF or CR anywhere refuses the message
     /// (SMTP smuggling: a `<LF>.<LF>` that upstream would read as the end).
     /// `None`: the session ended (EOF or timeout).
-    pub(super) async fn read_data(&mut self) -> std::io::Result<Option<Data>> {
+    async fn read_data(&mut self) -> std::io::Result<Option<Data>> {
         let limit = self.gateway.config.max_message_size;
         let line_limit = self.gateway.config.max_data_line;
         let timeout = self.gateway.config.data_timeout;

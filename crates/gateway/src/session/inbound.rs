@@ -19,7 +19,6 @@
 
 use data_encoding::HEXLOWER;
 use sha2::{Digest, Sha256};
-use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 use veto_core::{ContactId, EmailAddress, Timestamp};
 use veto_mail::feedback::{
@@ -29,7 +28,6 @@ use veto_mail::feedback::{
 use veto_mail::{Claims, Purpose};
 use veto_store::{InboundKind, InboundOutcome, NewInboundReport, StoreError};
 
-use super::data::Data;
 use super::{Session, State};
 use crate::{Gateway, Reply};
 
@@ -93,38 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         session
     }
 
-    pub(super) async fn handle_inbound(&mut self, request: Request<String>) -> std::io::Result<()> {
-        match request {
-            Request::Ehlo { host } => self.handle_ehlo(&host, true),
-            Request::Helo { host } => self.handle_ehlo(&host, false),
-            // Mailbox providers deliver bounces and reports over TLS when offered.
-            Request::StartTls => self.handle_starttls().await?,
-            Request::Mail { from } => self.handle_mail(&from),
-            Request::Rcpt { to } => self.inbound_rcpt(&to.address).await,
-            Request::Data => self.inbound_data().await?,
-            Request::Rset => self.handle_rset(),
-            Request::Noop { .. } => self.reply(Reply::new(250, "2.0.0", "OK")),
-            Request::Quit => self.handle_quit(),
-            Request::Auth { .. } => self.error(Reply::new(
-                502,
-                "5.5.1",
-                "AUTH is not offered here: this server takes mail for veto's own addresses only",
-            )),
-            Request::Lhlo { .. }
-            | Request::Bdat { .. }
-            | Request::Vrfy { .. }
-            | Request::Expn { .. }
-            | Request::Help { .. }
-            | Request::Etrn { .. }
-            | Request::Atrn { .. }
-            | Request::Burl { .. } => {
-                self.error(Reply::new(502, "5.5.1", "Command not implemented"));
-            }
-        }
-        Ok(())
-    }
-
-    async fn inbound_rcpt(&mut self, address: &str) {
+    pub(super) async fn inbound_rcpt(&mut self, address: &str) {
         match self.state {
             State::Mail | State::Rcpt => {}
             _ => return self.error(Reply::new(503, "5.5.1", "Send MAIL FROM first")),
@@ -200,38 +167,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         })
     }
 
-    async fn inbound_data(&mut self) -> std::io::Result<()> {
-        match self.state {
-            State::Rcpt => {}
-            State::Mail => {
-                self.error(Reply::new(554, "5.5.1", "No valid recipients"));
-                return Ok(());
-            }
-            _ => {
-                self.error(Reply::new(503, "5.5.1", "Send MAIL FROM and RCPT TO first"));
-                return Ok(());
-            }
-        }
-        self.reply(Reply::new(
-            354,
-            "",
-            "Start mail input; end with <CRLF>.<CRLF>",
-        ));
-        self.state = State::Data;
-        let reply = match self.read_data().await? {
-            None => return Ok(()),
-            Some(Data::Refused(fail)) => fail.reply(),
-            Some(Data::Message(message)) => self.take(&message).await,
-        };
-        self.reply(reply);
-        self.reset_transaction();
-        Ok(())
-    }
-
     /// Acts on a complete mail for every recipient. One that cannot be
     /// recorded makes the whole mail temporary (451): the MTA sends it
     /// again, and what was recorded already is recognised as a duplicate.
-    async fn take(&mut self, message: &[u8]) -> Reply {
+    pub(super) async fn take(&mut self, message: &[u8]) -> Reply {
         let mail = Mail::of(message, self.tx.from.clone(), self.peer.to_string());
         let recipients = self.tx.inbound.clone();
         let mut done = Vec::with_capacity(recipients.len());

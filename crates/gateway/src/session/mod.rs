@@ -163,17 +163,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         tracing::trace!(peer = %self.peer, command = request.name(), "smtp command");
-        if self.mode == Mode::Inbound {
-            return self.handle_inbound(request).await;
-        }
+        let inbound = self.mode == Mode::Inbound;
         match request {
             Request::Ehlo { host } => self.handle_ehlo(&host, true),
             Request::Helo { host } => self.handle_ehlo(&host, false),
+            Request::Auth { .. } if inbound => self.error(Reply::new(
+                502,
+                "5.5.1",
+                "AUTH is not offered here: this server takes mail for veto's own addresses only",
+            )),
             Request::Auth {
                 mechanism,
                 initial_response,
             } => self.handle_auth(mechanism, &initial_response).await?,
             Request::Mail { from } => self.handle_mail(&from),
+            Request::Rcpt { to } if inbound => self.inbound_rcpt(&to.address).await,
             Request::Rcpt { to } => self.handle_rcpt(&to.address).await,
             Request::Data => self.handle_data().await?,
             Request::Rset => self.handle_rset(),
