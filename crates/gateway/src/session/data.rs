@@ -207,13 +207,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // The authoritative check, immediately before this copy's
             // hand-off: a withdrawal while DATA was open, or while the
             // copies before this one went out, counts.
-            let a = match self
+            let checked = match self
                 .gateway
                 .guard
                 .admit(to, class.guard_class(), Channel::Email)
                 .await?
             {
-                Ok(a) => a,
+                // Service mail may go to an address veto has no record of (a
+                // new customer's first bill); its copy's return path needs a
+                // contact for a bounce to be attributed to. Storing it is
+                // refused only if the address was erased a moment ago.
+                Ok(a) => match a.contact() {
+                    Some(id) => Ok((a, id)),
+                    None => self
+                        .gateway
+                        .guard
+                        .store()
+                        .upsert_contact(ContactInput::new(a.to().clone()))
+                        .await?
+                        .map(|id| (a, id))
+                        .map_err(|refusal| (None, refusal)),
+                },
+                Err(refused) => Err(refused),
+            };
+            let (a, contact) = match checked {
+                Ok(admitted) => admitted,
                 Err((contact, refusal)) => {
                     withheld += 1;
                     receipts.push(NewReceipt {
@@ -227,19 +245,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     });
                     continue;
                 }
-            };
-            // Service mail may go to an address veto has no record of (a new
-            // customer's first bill); its copy's return path needs a contact
-            // for a bounce to be attributed to.
-            let contact = match a.contact() {
-                Some(id) => id,
-                None => self
-                    .gateway
-                    .guard
-                    .store()
-                    .upsert_contact(ContactInput::new(a.to().clone()))
-                    .await?
-                    .map_err(|refusal| Fail::Token(format!("{}: {refusal:?}", a.to())))?,
             };
             let mut relayed = None;
             let outcome = if unavailable.is_some() {
