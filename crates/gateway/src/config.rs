@@ -68,27 +68,7 @@ pub enum RefusedRecipients {
     Discard,
 }
 
-/// Where the links and list headers of each copy point.
-#[derive(Debug, Clone)]
-pub struct Links {
-    /// Where people reach veto, e.g. `https://veto.example.org`.
-    pub public_url: String,
-    /// veto's own mail domain: `unsubscribe+TOKEN@` it, and Message-IDs.
-    pub mail_domain: String,
-    /// `List-Id: <topic.list_domain>` (RFC 2919).
-    pub list_domain: String,
-    /// The last field of `Feedback-ID`.
-    pub feedback_sender: String,
-}
-
-/// The organisation's words in the footer.
-#[derive(Debug, Clone)]
-pub struct FooterText {
-    pub organisation: String,
-    pub postal_address: String,
-    pub unsubscribe_text: String,
-    pub preferences_text: String,
-}
+pub use veto_sender::copy::{FooterText, Links};
 
 impl Config {
     /// Sensible limits; links and footer must still be set.

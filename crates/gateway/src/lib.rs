@@ -59,13 +59,21 @@ pub struct Gateway {
     cache: cache::Cache,
     /// Sessions running, against `max_connections` and `max_connections_per_client`.
     connections: limits::Connections,
+    /// The personal copies: links, footer and DKIM from `config`.
+    copies: veto_sender::CopyMaker,
 }
 
 impl Gateway {
     pub fn new(config: Config, guard: Guard, relay: Arc<dyn Relay>) -> Arc<Gateway> {
         let connections =
             limits::Connections::new(config.max_connections, config.max_connections_per_client);
+        let copies = veto_sender::CopyMaker {
+            links: config.links.clone(),
+            footer: config.footer.clone(),
+            dkim: config.dkim.clone(),
+        };
         Arc::new(Gateway {
+            copies,
             config,
             guard,
             relay,

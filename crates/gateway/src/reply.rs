@@ -111,6 +111,17 @@ pub enum Fail {
     Dkim(#[from] DkimError),
 }
 
+impl From<veto_sender::copy::CopyError> for Fail {
+    fn from(e: veto_sender::copy::CopyError) -> Fail {
+        use veto_sender::copy::CopyError;
+        match e {
+            CopyError::Rewrite(e) => Fail::Rewrite(e),
+            CopyError::Dkim(e) => Fail::Dkim(e),
+            CopyError::Token(e) => Fail::Token(e),
+        }
+    }
+}
+
 impl Fail {
     /// The reply for this failure (STYLE: one mapping, enhanced codes, a human reason).
     pub fn reply(&self) -> Reply {

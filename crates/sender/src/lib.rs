@@ -8,10 +8,16 @@
 //! links), which writes a receipt for every recipient it was asked about,
 //! sent or not. Campaigns come with the sender issue.
 
+pub mod campaign;
+pub mod copy;
 mod maildir;
+pub mod outbound;
+pub mod service;
 pub mod smtp;
+pub mod template;
 pub mod transport;
 
+pub use copy::{CopyMaker, PersonalCopy};
 pub use maildir::Maildir;
 pub use smtp::{SmtpCredentials, SmtpSettings, SmtpSetupError, SmtpTransport, TlsMode};
 pub use transport::{MaildirTransport, Outcome, Transport, TransportError, TransportFuture};
@@ -178,7 +184,7 @@ impl Mailer {
     }
 }
 
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     (0..20)

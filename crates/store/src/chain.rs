@@ -97,6 +97,35 @@ impl EventRecord {
     }
 }
 
+/// A staff audit trail row as stored, minus its own hash. The trail is one
+/// chain (staff actions are few); its hash uses the same canonical encoding
+/// as the ledger's, under its own domain tag.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuditRecord {
+    pub seq: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub detail: String,
+    pub at: i64,
+    pub prev_hash: Vec<u8>,
+}
+
+impl AuditRecord {
+    pub fn hash(&self) -> [u8; 32] {
+        let mut c = Canon(Sha256::new());
+        c.0.update(b"veto-staff-audit-v1");
+        c.field(1, Some(&self.prev_hash));
+        c.int(2, Some(self.seq));
+        c.text(3, Some(&self.actor));
+        c.text(4, Some(&self.action));
+        c.text(5, self.target.as_deref());
+        c.text(6, Some(&self.detail));
+        c.int(7, Some(self.at));
+        c.0.finalize().into()
+    }
+}
+
 /// The hash of a personal-data row: SHA-256 over a random salt and the body.
 /// Erasure deletes salt and body together, so the hash left in the ledger
 /// cannot be tested against guessed addresses.
@@ -120,12 +149,24 @@ pub struct VerifyReport {
     pub personal_rows_checked: i64,
     /// The first problem in each partition that has one.
     pub problems: Vec<VerifyProblem>,
+    /// Entries of the staff audit trail that verified.
+    pub staff_actions: i64,
+    /// The first problem in the staff audit trail, if any.
+    pub staff_problem: Option<StaffAuditProblem>,
 }
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.staff_problem.is_none()
     }
+}
+
+/// Where the staff audit trail stops verifying.
+#[derive(Debug, Clone, Serialize)]
+pub struct StaffAuditProblem {
+    /// The first entry that does not verify (`None`: the problem is at the head).
+    pub seq: Option<i64>,
+    pub problem: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

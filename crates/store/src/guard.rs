@@ -97,31 +97,59 @@ impl Guard {
     ) -> Result<std::result::Result<Admitted, (Option<ContactId>, Refusal)>> {
         let now = Timestamp::now();
         let (contact, state) = self.store.load_state(to, now).await?;
+        Ok(self.decide(to, contact, &state, class, channel, now))
+    }
+
+    /// [`Guard::admit`] for several recipients of one message, with one read
+    /// of the store (the campaign sender checks a handful at once,
+    /// immediately before handing them off). The answers are in order.
+    pub async fn admit_many(
+        &self,
+        tos: &[EmailAddress],
+        class: GuardClass<'_>,
+        channel: Channel,
+    ) -> Result<Vec<std::result::Result<Admitted, (Option<ContactId>, Refusal)>>> {
+        let now = Timestamp::now();
+        let states = self.store.load_states(tos, now).await?;
+        Ok(tos
+            .iter()
+            .zip(states)
+            .map(|(to, (contact, state))| self.decide(to, contact, &state, class, channel, now))
+            .collect())
+    }
+
+    fn decide(
+        &self,
+        to: &EmailAddress,
+        contact: Option<ContactId>,
+        state: &veto_core::ConsentState,
+        class: GuardClass<'_>,
+        channel: Channel,
+        now: Timestamp,
+    ) -> std::result::Result<Admitted, (Option<ContactId>, Refusal)> {
         let message_class = match class {
             GuardClass::Marketing(t) => MessageClass::Marketing(t),
             GuardClass::Service(_) => MessageClass::Service,
             GuardClass::Requested(_) => MessageClass::Requested,
         };
-        Ok(
-            match decide(
-                &state,
-                &Message {
-                    class: message_class,
-                    channel,
-                },
-                &self.settings,
-                now,
-            ) {
-                Decision::Allowed(allowance) => Ok(Admitted {
-                    to: to.clone(),
-                    contact,
-                    allowance,
-                    class: class.label(),
-                    channel,
-                    checked_at: now,
-                }),
-                Decision::Denied(refusal) => Err((contact, refusal)),
+        match decide(
+            state,
+            &Message {
+                class: message_class,
+                channel,
             },
-        )
+            &self.settings,
+            now,
+        ) {
+            Decision::Allowed(allowance) => Ok(Admitted {
+                to: to.clone(),
+                contact,
+                allowance,
+                class: class.label(),
+                channel,
+                checked_at: now,
+            }),
+            Decision::Denied(refusal) => Err((contact, refusal)),
+        }
     }
 }

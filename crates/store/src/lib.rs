@@ -6,12 +6,14 @@
 
 mod chain;
 pub mod export;
+pub mod fence;
 pub mod guard;
 mod inbound;
 mod model;
 pub mod receipt_log;
 
-pub use chain::{PARTITIONS, VerifyProblem, VerifyReport};
+pub use chain::{PARTITIONS, StaffAuditProblem, VerifyProblem, VerifyReport};
+pub use fence::{HandoffFence, Handoffs};
 pub use guard::{Admitted, Guard, GuardClass};
 pub use inbound::*;
 pub use model::*;
@@ -26,7 +28,7 @@ use veto_core::{
 };
 
 /// The schema version this build writes. A store with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -54,6 +56,8 @@ macro_rules! backend {
             pub(crate) type Db = $db;
             pub(crate) const IS_PG: bool = $pg;
             include!("queries.rs");
+            include!("campaign_queries.rs");
+            include!("staff_queries.rs");
         }
     };
 }
@@ -76,6 +80,11 @@ macro_rules! dispatch {
         }
     };
 }
+
+mod campaign;
+pub use campaign::*;
+mod staff;
+pub use staff::*;
 
 impl Store {
     /// Opens (creating if needed) the SQLite store at `path`: WAL, and every
@@ -194,17 +203,37 @@ impl Store {
     /// Each item is either recorded (its contact created or updated, its
     /// event chained and folded into the state) or refused with the reason;
     /// a refused item writes nothing. With `dry_run`, nothing is committed.
+    ///
+    /// Returns only once no hand-off to these contacts that the guard
+    /// admitted before the commit is still in progress (see [`fence`]).
     pub async fn append(&self, items: Vec<Append>, dry_run: bool) -> Result<Vec<AppendOutcome>> {
-        dispatch!(self, append(items, dry_run))
+        let out = dispatch!(self, append(items, dry_run))?;
+        if !dry_run {
+            self.fence().wait_clear(&recorded_contacts(&out)).await;
+        }
+        Ok(out)
+    }
+
+    /// The hand-offs in progress in this process (see [`fence`]).
+    pub fn fence(&self) -> &std::sync::Arc<HandoffFence> {
+        match self {
+            Store::Sqlite(b) => &b.fence,
+            Store::Postgres(b) => &b.fence,
+        }
     }
 
     /// Opens a write transaction for several appends: they see each other,
     /// and commit or roll back together. Holds the SQLite write lock until
     /// it ends.
     pub async fn batch(&self) -> Result<Batch> {
-        Ok(match self {
-            Store::Sqlite(b) => Batch::Sqlite(sqlite::batch(b).await?),
-            Store::Postgres(b) => Batch::Postgres(postgres::batch(b).await?),
+        let tx = match self {
+            Store::Sqlite(b) => BatchTx::Sqlite(sqlite::batch(b).await?),
+            Store::Postgres(b) => BatchTx::Postgres(postgres::batch(b).await?),
+        };
+        Ok(Batch {
+            tx,
+            fence: std::sync::Arc::clone(self.fence()),
+            recorded: Vec::new(),
         })
     }
 
@@ -217,6 +246,18 @@ impl Store {
         now: Timestamp,
     ) -> Result<(Option<ContactId>, ConsentState)> {
         dispatch!(self, load_state(email, now))
+    }
+
+    /// [`Store::load_state`] for several addresses at once, in order.
+    pub async fn load_states(
+        &self,
+        emails: &[EmailAddress],
+        now: Timestamp,
+    ) -> Result<Vec<(Option<ContactId>, ConsentState)>> {
+        if emails.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, load_states(emails, now))
     }
 
     /// Creates or updates a contact without a consent event. An address on
@@ -254,7 +295,16 @@ impl Store {
     /// Erases a person: their personal data goes, a keyed-hash suppression
     /// entry and the (non-personal) ledger stay. Returns the erasure event.
     pub async fn erase(&self, email: &EmailAddress, actor: &str, at: Timestamp) -> Result<EventId> {
-        dispatch!(self, erase(email, actor, at))
+        let contact = if self.fence().is_idle() {
+            None
+        } else {
+            self.find_contact(email).await?.map(|c| c.id)
+        };
+        let event = dispatch!(self, erase(email, actor, at))?;
+        if let Some(c) = contact {
+            self.fence().wait_clear(&[c]).await;
+        }
+        Ok(event)
     }
 
     pub async fn is_suppressed(&self, email: &EmailAddress) -> Result<Option<Timestamp>> {
@@ -460,32 +510,54 @@ impl Store {
 }
 
 /// Appends that commit or roll back together (see [`Store::batch`]).
-pub enum Batch {
+pub struct Batch {
+    tx: BatchTx,
+    fence: std::sync::Arc<HandoffFence>,
+    /// Contacts with events in this batch, for the hand-off fence.
+    recorded: Vec<i64>,
+}
+
+enum BatchTx {
     Sqlite(sqlite::BatchTx),
     Postgres(postgres::BatchTx),
 }
 
 impl Batch {
     pub async fn append(&mut self, items: Vec<Append>) -> Result<Vec<AppendOutcome>> {
-        match self {
-            Batch::Sqlite(t) => t.append(items).await,
-            Batch::Postgres(t) => t.append(items).await,
-        }
+        let out = match &mut self.tx {
+            BatchTx::Sqlite(t) => t.append(items).await,
+            BatchTx::Postgres(t) => t.append(items).await,
+        }?;
+        self.recorded.extend(recorded_contacts(&out));
+        Ok(out)
     }
 
+    /// Commits, then waits for hand-offs in progress to these contacts
+    /// (see [`fence`]).
     pub async fn commit(self) -> Result<()> {
-        match self {
-            Batch::Sqlite(t) => t.commit().await,
-            Batch::Postgres(t) => t.commit().await,
-        }
+        match self.tx {
+            BatchTx::Sqlite(t) => t.commit().await,
+            BatchTx::Postgres(t) => t.commit().await,
+        }?;
+        self.fence.wait_clear(&self.recorded).await;
+        Ok(())
     }
 
     pub async fn rollback(self) -> Result<()> {
-        match self {
-            Batch::Sqlite(t) => t.rollback().await,
-            Batch::Postgres(t) => t.rollback().await,
+        match self.tx {
+            BatchTx::Sqlite(t) => t.rollback().await,
+            BatchTx::Postgres(t) => t.rollback().await,
         }
     }
+}
+
+fn recorded_contacts(out: &[AppendOutcome]) -> Vec<i64> {
+    out.iter()
+        .filter_map(|o| match o {
+            AppendOutcome::Recorded { contact, .. } => Some(contact.0),
+            AppendOutcome::Refused(_) => None,
+        })
+        .collect()
 }
 
 /// Jurisdictions as stored: `UK|EU`, empty for the defaults.

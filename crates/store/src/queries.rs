@@ -27,11 +27,12 @@ pub struct Backend {
     pub(crate) write: Pool<Db>,
     pub(crate) read: Pool<Db>,
     suppression_key: Arc<OnceLock<[u8; 32]>>,
+    pub(crate) fence: Arc<crate::fence::HandoffFence>,
 }
 
 impl Backend {
     pub(crate) fn new(write: Pool<Db>, read: Pool<Db>) -> Self {
-        Backend { write, read, suppression_key: Arc::default() }
+        Backend { write, read, suppression_key: Arc::default(), fence: Arc::default() }
     }
 }
 
@@ -72,6 +73,8 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (2, include_str!("migrations/postgres_0002.sql")),
         (3, include_str!("migrations/postgres_0003.sql")),
         (4, include_str!("migrations/postgres_0004.sql")),
+        (5, include_str!("migrations/postgres_0005.sql")),
+        (7, include_str!("migrations/postgres_0007.sql")),
     ]
 } else {
     &[
@@ -79,6 +82,8 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (2, include_str!("migrations/sqlite_0002.sql")),
         (3, include_str!("migrations/sqlite_0003.sql")),
         (4, include_str!("migrations/sqlite_0004.sql")),
+        (5, include_str!("migrations/sqlite_0005.sql")),
+        (7, include_str!("migrations/sqlite_0007.sql")),
     ]
 };
 
@@ -111,6 +116,10 @@ pub(crate) async fn migrate(b: &Backend) -> Result<()> {
             .execute(&mut *tx)
             .await?;
     }
+    sqlx::query("INSERT INTO staff_audit_head (id, seq, hash) VALUES (1, 0, $1) ON CONFLICT (id) DO NOTHING")
+        .bind(vec![0u8; 32])
+        .execute(&mut *tx)
+        .await?;
     // The suppression secret: made once, never rotated (rotating it would
     // let erased addresses back in), the same for every node sharing the store.
     sqlx::query("INSERT INTO server_secrets (name, value, created_at) VALUES ('suppression', $1, $2) ON CONFLICT (name) DO NOTHING")
@@ -913,6 +922,94 @@ pub(crate) async fn load_state(
     Ok((id, state))
 }
 
+pub(crate) async fn load_states(
+    b: &Backend,
+    emails: &[EmailAddress],
+    now: Timestamp,
+) -> Result<Vec<(Option<ContactId>, ConsentState)>> {
+    let skey = suppression_key(b).await?;
+    let mut conn = b.read.acquire().await?;
+    let mut found: HashMap<String, (ContactId, ConsentState)> = HashMap::new();
+    let mut suppressed: HashMap<Vec<u8>, i64> = HashMap::new();
+    for chunk in emails.chunks(CHUNK) {
+        let mut qb = QueryBuilder::<Db>::new(
+            "SELECT c.id AS cid, c.email_key, c.jurisdictions, c.subscriber_type, s.* FROM contacts c \
+             LEFT JOIN consent_state s ON s.contact_id = c.id WHERE c.email_key IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for e in chunk {
+            sep.push_bind(e.key().to_owned());
+        }
+        sep.push_unseparated(")");
+        for row in qb.build().fetch_all(&mut *conn).await? {
+            let key: String = row.try_get("email_key")?;
+            let entry = match found.entry(key) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let j: String = row.try_get("jurisdictions")?;
+                    let st: String = row.try_get("subscriber_type")?;
+                    let state = ConsentState::known(
+                        crate::parse_jurisdictions(&j),
+                        st.parse().unwrap_or(SubscriberType::Individual),
+                    );
+                    v.insert((ContactId(row.try_get("cid")?), state))
+                }
+            };
+            if row.try_get::<Option<String>, _>("kind")?.is_some() {
+                entry.1.facts.push(fact_from_row(&row)?);
+            }
+        }
+        let mut qb = QueryBuilder::<Db>::new("SELECT addr_hash, created_at FROM suppressions WHERE scope = 'all' AND addr_hash IN (");
+        let mut sep = qb.separated(", ");
+        for e in chunk {
+            sep.push_bind(addr_hash(&skey, e.key()));
+        }
+        sep.push_unseparated(")");
+        for row in qb.build().fetch_all(&mut *conn).await? {
+            suppressed.insert(row.try_get("addr_hash")?, row.try_get("created_at")?);
+        }
+    }
+    // Frequency limits count recent marketing sends.
+    let limited: Vec<i64> = found
+        .values()
+        .filter(|(_, s)| s.facts.iter().any(|f| matches!(f, Fact::Frequency { .. })))
+        .map(|(id, _)| id.0)
+        .collect();
+    let mut sends: HashMap<i64, Vec<Timestamp>> = HashMap::new();
+    let since = now.as_microsecond() - 31 * 86_400 * 1_000_000;
+    for chunk in limited.chunks(CHUNK) {
+        let mut qb = QueryBuilder::<Db>::new(
+            "SELECT contact_id, checked_at FROM receipts WHERE allowed = 1 AND channel = 'email' \
+             AND class NOT LIKE 'service:%' AND checked_at > ",
+        );
+        qb.push_bind(since).push(" AND contact_id IN (");
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        sep.push_unseparated(")");
+        for row in qb.build().fetch_all(&mut *conn).await? {
+            sends.entry(row.try_get("contact_id")?).or_default().push(ts(row.try_get("checked_at")?)?);
+        }
+    }
+    emails
+        .iter()
+        .map(|e| {
+            let (id, mut state) = match found.get(e.key()) {
+                Some((id, state)) => (Some(*id), state.clone()),
+                None => (None, ConsentState::default()),
+            };
+            if let Some(id) = id {
+                state.recent_sends = sends.get(&id.0).cloned().unwrap_or_default();
+            }
+            if let Some(&since) = suppressed.get(&addr_hash(&skey, e.key())) {
+                state.upsert(Fact::Suppressed { since: ts(since)? });
+            }
+            Ok((id, state))
+        })
+        .collect()
+}
+
 pub(crate) async fn rebuild_state(b: &Backend, contact: ContactId) -> Result<ConsentState> {
     let row = sqlx::query("SELECT jurisdictions, subscriber_type FROM contacts WHERE id = $1")
         .bind(contact.0)
@@ -1331,6 +1428,12 @@ pub(crate) async fn record_deliveries(b: &Backend, deliveries: Vec<Delivery>) ->
             .execute(&mut *tx)
             .await?;
     }
+    insert_receipts(&mut tx, &receipts).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_receipts(tx: &mut Tx, receipts: &[&NewReceipt]) -> Result<()> {
     for chunk in receipts.chunks(CHUNK) {
         let mut qb = QueryBuilder::<Db>::new(
             "INSERT INTO receipts (message_id, contact_id, recipient, subject, content_hash, template_version, class, channel, \
@@ -1352,9 +1455,8 @@ pub(crate) async fn record_deliveries(b: &Backend, deliveries: Vec<Delivery>) ->
                 .push_bind(r.checked_at)
                 .push_bind(r.outcome.clone());
         });
-        qb.build().execute(&mut *tx).await?;
+        qb.build().execute(&mut **tx).await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -1510,6 +1612,7 @@ pub(crate) async fn verify(b: &Backend) -> Result<VerifyReport> {
             report.problems.push(problem(None, Some(last + 1), what));
         }
     }
+    (report.staff_actions, report.staff_problem) = verify_staff_audit(b).await?;
     Ok(report)
 }
 

@@ -29,6 +29,32 @@ impl App {
     pub fn policy(&self) -> PolicySettings {
         policy_settings(&self.config)
     }
+
+    /// Records a staff action done from the command line in the audit
+    /// trail, as `cli:<login name>`. The change is already made: a failure
+    /// here says so, and the command exits non-zero.
+    pub async fn audit(
+        &self,
+        action: &str,
+        target: Option<String>,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        let mut a = veto_store::NewStaffAction::new(cli_actor(), action).detail(detail);
+        a.target = target;
+        self.store
+            .record_staff_action(a)
+            .await
+            .map(|_| ())
+            .context("the change was made, but it could not be recorded in the staff audit trail")
+    }
+}
+
+/// Who runs a command: `cli:<login name>`.
+pub fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
 }
 
 pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config> {
@@ -138,19 +164,8 @@ pub async fn shutdown_signal() {
 /// `[organisation]` and `[web]`, who may submit without AUTH from `[gateway]`.
 pub fn gateway_config(config: &Config) -> Result<veto_gateway::Config> {
     let o = &config.organisation;
-    let links = veto_gateway::Links {
-        public_url: config.web.public_url.clone(),
-        mail_domain: o.domain.clone(),
-        list_domain: o.domain.clone(),
-        feedback_sender: "veto".to_owned(),
-    };
-    let footer = veto_gateway::FooterText {
-        organisation: o.name.clone(),
-        postal_address: o.postal_address.clone(),
-        unsubscribe_text: "Unsubscribe".to_owned(),
-        preferences_text: "Choose what you get".to_owned(),
-    };
-    let mut gateway = veto_gateway::Config::new(&o.domain, links, footer);
+    let copies = copy_maker(config)?;
+    let mut gateway = veto_gateway::Config::new(&o.domain, copies.links, copies.footer);
     gateway.trusted_networks = config
         .gateway
         .trusted_networks
@@ -182,13 +197,84 @@ pub fn gateway_config(config: &Config) -> Result<veto_gateway::Config> {
     gateway.max_connections = g.max_connections;
     gateway.max_connections_per_client = g.max_connections_per_client;
     gateway.tls = Some(crate::tls::gateway_tls(config)?);
-    gateway.dkim = crate::dkim::signers(config)?;
+    gateway.dkim = copies.dkim;
     if gateway.dkim.is_empty() {
         tracing::warn!(
             "[dkim] is not set: the gateway's copies carry no DKIM signature (make a key with `veto dkim keygen`)"
         );
     }
     Ok(gateway)
+}
+
+/// Links and footer from `[organisation]` and `[web]`, signatures from
+/// `[dkim]`: what every personal copy carries, whichever way it leaves.
+pub fn copy_maker(config: &Config) -> Result<veto_sender::CopyMaker> {
+    let o = &config.organisation;
+    let links = veto_sender::copy::Links {
+        public_url: config.web.public_url.clone(),
+        mail_domain: o.domain.clone(),
+        list_domain: o.domain.clone(),
+        feedback_sender: "veto".to_owned(),
+    };
+    let footer = veto_sender::copy::FooterText {
+        organisation: o.name.clone(),
+        postal_address: o.postal_address.clone(),
+        unsubscribe_text: "Unsubscribe".to_owned(),
+        preferences_text: "Choose what you get".to_owned(),
+    };
+    Ok(veto_sender::CopyMaker {
+        links,
+        footer,
+        dkim: crate::dkim::signers(config)?,
+    })
+}
+
+/// The guard, transport and copies that campaigns and service messages use.
+pub fn outbound(app: &App) -> Result<veto_sender::outbound::Outbound> {
+    Ok(veto_sender::outbound::Outbound {
+        guard: veto_store::Guard::new(app.store.clone(), app.policy()),
+        transport: transport(app)?,
+        copies: copy_maker(&app.config)?,
+    })
+}
+
+/// The declared service types and the bulk brake, from `[service]`.
+pub fn service_settings(config: &Config) -> veto_sender::service::ServiceSettings {
+    veto_sender::service::ServiceSettings {
+        types: config.service.types.keys().cloned().collect(),
+        bulk_threshold: config.service.bulk_threshold,
+        bulk_window: config.service.bulk_window,
+    }
+}
+
+/// The campaign sender's settings from `[campaigns]`.
+pub fn campaign_settings(app: &App) -> veto_sender::campaign::CampaignSettings {
+    let c = &app.config.campaigns;
+    let cap = |n: u64| (n > 0).then_some(n);
+    veto_sender::campaign::CampaignSettings {
+        // Several nodes on PostgreSQL: each its own name in the claims,
+        // and a claim is taken over only when its lease runs out.
+        node: format!("{}-{}", hostname(), std::process::id()),
+        claim: c.claim,
+        chunk: c.chunk,
+        lease: c.lease,
+        complaint_brake: f64::from(c.complaint_brake_ppm) / 1e6,
+        bounce_brake: f64::from(c.bounce_brake_ppm) / 1e6,
+        brake_min_sample: c.brake_min_sample,
+        daily_cap_per_topic: cap(c.daily_cap_per_topic),
+        daily_cap_per_key: cap(c.daily_cap_per_key),
+        // SQLite: one process sends, so claims left by a crash are its own.
+        release_on_start: matches!(app.store, veto_store::Store::Sqlite(_)),
+        ..Default::default()
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "veto".to_owned())
 }
 
 /// The SMTP gateway over this app's store and policy, delivering to the

@@ -18,7 +18,8 @@ use veto_store::{Append, AppendOutcome, ContactInput, Evidence, NewTopic, Store,
 use crate::app::{self, App};
 use crate::import::{self, Format, Known, Options};
 use crate::{
-    AuditCmd, Cli, Command, ImportArgs, ImportCmd, KeysCmd, TopicsCmd, WhyArgs, WordingsCmd, config,
+    AuditCmd, Cli, Command, ImportArgs, ImportCmd, KeysCmd, TopicsCmd, UsersCmd, WhyArgs,
+    WordingsCmd, config,
 };
 
 /// Exit status of an import in which some rows were refused.
@@ -42,10 +43,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("--text is empty: a wording is the exact consent text people are shown");
             }
             let w = app.store.add_wording(&text).await?;
+            app.audit(
+                "wordings.create",
+                Some(format!("wording:{}", w.id.0)),
+                json!({"sha256": w.hash}),
+            )
+            .await?;
             println!("{}", w.id.0);
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(cmd) => keys(&App::open(cfg).await?, cmd).await,
+        Command::Users(cmd) => users(&App::open(cfg).await?, cmd).await,
         Command::Import(ImportCmd::Contacts(args)) => {
             import_contacts(&App::open(cfg).await?, args).await
         }
@@ -56,6 +64,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             audit_verify(&App::open(cfg).await?, json).await
         }
         Command::Dkim(cmd) => crate::dkim::run(cfg, cmd),
+        Command::Campaign(cmd) => crate::campaign_cmd::run(&App::open(cfg).await?, cmd).await,
     }
 }
 
@@ -205,12 +214,20 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
             "[gateway] trusted_default_topic = {topic:?} is not a topic; add it with `veto topics add` or leave it empty"
         );
     }
+    let outbound = app::outbound(&app)?;
+    let campaigns =
+        veto_sender::campaign::Campaigns::new(outbound.clone(), app::campaign_settings(&app));
     let state = veto_web::AppState::with_mailer(
         app.store.clone(),
         app::web_settings(&app.config),
         Some(mailer),
     )
-    .await?;
+    .await?
+    .with_sending(
+        std::sync::Arc::clone(&campaigns),
+        outbound,
+        app::service_settings(&app.config),
+    );
     let listener = tokio::net::TcpListener::bind(app.config.web.listen)
         .await
         .with_context(|| format!("cannot listen on [web] listen = {}", app.config.web.listen))?;
@@ -281,8 +298,10 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
             }
         }
     };
+    // Campaigns: the chunk in hand finishes, then the sender stops.
+    let sending = std::sync::Arc::clone(&campaigns).run(stop_rx.clone());
     let smtp = veto_gateway::listen(smtp, gateway, stopped(stop_rx));
-    let (web, (), ()) = tokio::join!(web, smtp, inbound);
+    let (web, (), (), ()) = tokio::join!(web, smtp, inbound, sending);
     signal.abort();
     app.store.close().await;
     web.context("the web server failed")?;
@@ -348,6 +367,12 @@ async fn topics(app: &App, cmd: TopicsCmd) -> Result<ExitCode> {
                     group,
                 })
                 .await?;
+            app.audit(
+                "topics.create",
+                Some(format!("topic:{}", t.key)),
+                json!({"name": t.name, "group": t.group}),
+            )
+            .await?;
             println!("added topic {} ({})", t.key, t.name);
         }
         TopicsCmd::List { json } => {
@@ -416,6 +441,19 @@ async fn keys(app: &App, cmd: KeysCmd) -> Result<ExitCode> {
                     owner,
                 })
                 .await?;
+            let info = app.store.api_key_info(k.id).await?;
+            app.audit(
+                "keys.create",
+                Some(format!("key:{}", k.id)),
+                json!({
+                    "role": k.role.as_str(),
+                    "prefix": k.prefix,
+                    "owner": info.as_ref().and_then(|i| i.owner.clone()),
+                    "default_topic": info.as_ref().and_then(|i| i.default_topic.clone()),
+                    "service_type": info.as_ref().and_then(|i| i.default_service.clone()),
+                }),
+            )
+            .await?;
             eprintln!(
                 "created a {} key (id {}, {}…); it is shown once, keep it safe:",
                 k.role, k.id, k.prefix
@@ -424,12 +462,108 @@ async fn keys(app: &App, cmd: KeysCmd) -> Result<ExitCode> {
         }
         KeysCmd::RotateTokenKey => {
             let id = app.store.rotate_token_key().await?;
+            app.audit(
+                "keys.rotate_token_key",
+                Some(format!("token-key:{id}")),
+                json!({}),
+            )
+            .await?;
             println!(
                 "new links are signed with token key {id}; links signed with older keys keep working"
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+// ---- users ----------------------------------------------------------------------------
+
+async fn users(app: &App, cmd: UsersCmd) -> Result<ExitCode> {
+    match cmd {
+        UsersCmd::Add {
+            name,
+            role,
+            password_file,
+        } => {
+            let role: Role = role.parse().map_err(|e| anyhow!("--role: {e}"))?;
+            let password = read_password(password_file.as_deref())?;
+            let user = app.store.add_user(&name, role, &password).await?;
+            app.audit(
+                "users.add",
+                Some(format!("user:{}", user.name)),
+                json!({"id": user.id, "role": user.role.as_str()}),
+            )
+            .await?;
+            println!("added {} user {} (id {})", user.role, user.name, user.id);
+        }
+        UsersCmd::List { json } => {
+            let mut all = vec![];
+            let mut after = None;
+            loop {
+                let page = app.store.users(after, 500).await?;
+                let done = page.len() < 500;
+                after = page.last().map(|u| u.id);
+                all.extend(page);
+                if done {
+                    break;
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!(
+                    "no users yet: add the first admin with `veto users add NAME --role admin`"
+                );
+            } else {
+                for u in all {
+                    println!(
+                        "{:>4}  {:<24} {:<15} {}",
+                        u.id,
+                        u.name,
+                        u.role.as_str(),
+                        if u.disabled { "disabled" } else { "active" }
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The new user's password: from `--password-file` (its first line), asked
+/// for twice without echo on a terminal, or the first line of standard input.
+fn read_password(file: Option<&Path>) -> Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let password = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read --password-file {}", f.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        None if std::io::stdin().is_terminal() => {
+            let first = rpassword::prompt_password("password (at least 12 characters): ")
+                .context("cannot read the password from the terminal")?;
+            let again = rpassword::prompt_password("the same password again: ")
+                .context("cannot read the password from the terminal")?;
+            if first != again {
+                bail!("the two passwords differ; nothing was added");
+            }
+            first
+        }
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if password.is_empty() {
+        bail!("no password was given (type it when asked, pipe it in, or use --password-file)");
+    }
+    Ok(password)
 }
 
 // ---- import ---------------------------------------------------------------------------
@@ -573,6 +707,19 @@ async fn import_contacts(app: &App, args: ImportArgs) -> Result<ExitCode> {
         }
         None => true,
     };
+    if committed && summary.imported > 0 {
+        app.audit(
+            "contacts.import",
+            Some(actor.clone()),
+            json!({
+                "format": args.format,
+                "imported": summary.imported,
+                "created": summary.created,
+                "refused": refused,
+            }),
+        )
+        .await?;
+    }
     let verb = if committed {
         "imported"
     } else if args.dry_run {
@@ -919,7 +1066,18 @@ async fn erase(app: &App, email: &str) -> Result<ExitCode> {
         }
         bail!("veto holds nothing about {email}");
     }
-    let event = app.store.erase(&email, "cli", Timestamp::now()).await?;
+    let contact = app.store.find_contact(&email).await?.map(|c| c.id);
+    let event = app
+        .store
+        .erase(&email, &app::cli_actor(), Timestamp::now())
+        .await?;
+    // The address is not kept in the trail: it is what was erased.
+    app.audit(
+        "contacts.erase",
+        contact.map(|c| format!("contact:{c}")),
+        json!({"event": event.0}),
+    )
+    .await?;
     println!("erased {email} (event #{}):", event.0);
     println!("  their name, address, phone, attributes, IPs and user agents are deleted;");
     println!(
@@ -938,13 +1096,16 @@ async fn audit_verify(app: &App, json_out: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if report.ok() {
         println!(
-            "ok: {} events in {} chains verified, {} personal-data rows checked",
-            report.events, report.partitions, report.personal_rows_checked
+            "ok: {} events in {} chains verified, {} personal-data rows checked; {} staff actions verified",
+            report.events, report.partitions, report.personal_rows_checked, report.staff_actions
         );
     } else {
-        println!("THE LEDGER HAS BEEN TAMPERED WITH:");
+        println!("THE LEDGER OR THE STAFF AUDIT TRAIL HAS BEEN TAMPERED WITH:");
         for p in &report.problems {
             println!("  chain {}: {}", p.partition, p.problem);
+        }
+        if let Some(p) = &report.staff_problem {
+            println!("  staff audit trail: {}", p.problem);
         }
     }
     Ok(if report.ok() {

@@ -46,6 +46,7 @@ const SECTIONS: &[&str] = &[
     "organisation",
     "policy",
     "service",
+    "campaigns",
     "log",
 ];
 
@@ -64,6 +65,7 @@ pub struct Config {
     pub organisation: OrganisationConfig,
     pub policy: PolicyConfig,
     pub service: ServiceConfig,
+    pub campaigns: CampaignsConfig,
     pub log: LogConfig,
     /// The file that was read, if any.
     pub source: Option<PathBuf>,
@@ -324,6 +326,44 @@ impl Default for ServiceConfig {
             bulk_threshold: 100,
             bulk_window: Duration::from_secs(24 * 60 * 60),
             types: BTreeMap::new(),
+        }
+    }
+}
+
+/// How `veto serve` sends campaigns, and when a campaign stops itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignsConfig {
+    /// Recipients checked by the guard together, immediately before their
+    /// hand-offs (1 to 256).
+    pub chunk: usize,
+    /// Recipients a node claims from the queue at once.
+    pub claim: usize,
+    /// A claim older than this is taken over by another node (PostgreSQL).
+    pub lease: Duration,
+    /// Pause a campaign at this complaint rate, in parts per million
+    /// (written as a percentage: `"0.1%"`).
+    pub complaint_brake_ppm: u32,
+    /// … and at this hard-bounce rate (`"5%"`).
+    pub bounce_brake_ppm: u32,
+    /// Messages sent before the brakes judge a rate.
+    pub brake_min_sample: u64,
+    /// Campaign messages per topic per day (UTC); 0: no cap.
+    pub daily_cap_per_topic: u64,
+    /// Campaign messages per API key per day (UTC); 0: no cap.
+    pub daily_cap_per_key: u64,
+}
+
+impl Default for CampaignsConfig {
+    fn default() -> Self {
+        Self {
+            chunk: 16,
+            claim: 256,
+            lease: Duration::from_secs(120),
+            complaint_brake_ppm: 1_000,
+            bounce_brake_ppm: 50_000,
+            brake_min_sample: 1_000,
+            daily_cap_per_topic: 0,
+            daily_cap_per_key: 0,
         }
     }
 }
@@ -752,6 +792,7 @@ impl<'i> Ctx<'i> {
             organisation: read_organisation(&mut self.section("organisation")),
             policy: read_policy(&mut self.section("policy")),
             service: read_service(&mut self.section("service")),
+            campaigns: read_campaigns(&mut self.section("campaigns")),
             log: read_log(&mut self.section("log")),
             source,
         };
@@ -1494,6 +1535,38 @@ fn read_service(s: &mut SectionReader<'_, '_>) -> ServiceConfig {
     };
     s.finish();
     config
+}
+
+fn read_campaigns(s: &mut SectionReader<'_, '_>) -> CampaignsConfig {
+    let d = CampaignsConfig::default();
+    let config = CampaignsConfig {
+        chunk: s.count_between("chunk", d.chunk, 1, 256),
+        claim: s.count_between("claim", d.claim, 1, 10_000),
+        lease: s.parsed("lease", d.lease, parse_window),
+        complaint_brake_ppm: s.parsed("complaint_brake", d.complaint_brake_ppm, parse_percent),
+        bounce_brake_ppm: s.parsed("bounce_brake", d.bounce_brake_ppm, parse_percent),
+        brake_min_sample: s.count_at_least("brake_min_sample", d.brake_min_sample, 1),
+        daily_cap_per_topic: s.count("daily_cap_per_topic", d.daily_cap_per_topic),
+        daily_cap_per_key: s.count("daily_cap_per_key", d.daily_cap_per_key),
+    };
+    s.finish();
+    config
+}
+
+/// `"0.1%"` as parts per million (more than 0, at most 100%).
+fn parse_percent(v: &str) -> Result<u32, String> {
+    let bad = || format!("{v:?} is not a percentage like \"0.1%\" (more than 0, at most 100%)");
+    let n: f64 = v
+        .trim()
+        .strip_suffix('%')
+        .ok_or_else(bad)?
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
+    if !(n > 0.0 && n <= 100.0) {
+        return Err(bad());
+    }
+    Ok((n * 10_000.0).round() as u32)
 }
 
 fn read_log(s: &mut SectionReader<'_, '_>) -> LogConfig {

@@ -2,6 +2,7 @@
 //! runs one command; the work itself lives in the library crates.
 
 mod app;
+mod campaign_cmd;
 mod commands;
 mod config;
 mod dkim;
@@ -56,6 +57,9 @@ enum Command {
     /// API keys for sending tools and the organisation's systems.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Staff users who sign in to the admin UI.
+    #[command(subcommand)]
+    Users(UsersCmd),
     /// Import contacts and their consent history from CSV.
     #[command(subcommand)]
     Import(ImportCmd),
@@ -71,6 +75,9 @@ enum Command {
     /// DKIM keys for the signatures on the gateway's copies.
     #[command(subcommand)]
     Dkim(dkim::DkimCmd),
+    /// Campaigns: written here or through the API, sent by `veto serve`.
+    #[command(subcommand)]
+    Campaign(campaign_cmd::CampaignCmd),
 }
 
 #[derive(Subcommand)]
@@ -124,6 +131,27 @@ enum KeysCmd {
     },
     /// Start signing unsubscribe links with a new key; old links keep working.
     RotateTokenKey,
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Add a staff user (the first admin, for one). The password is asked
+    /// for on a terminal, or read from --password-file or standard input.
+    Add {
+        /// The name they sign in with.
+        name: String,
+        /// viewer, marketer, service-sender, dpo or admin.
+        #[arg(long)]
+        role: String,
+        /// Read the password from this file (its first line).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// List the staff users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

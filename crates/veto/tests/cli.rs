@@ -1461,3 +1461,142 @@ fn why_for_an_erased_address_does_not_say_there_is_no_record() {
         "the text contradicts the decision: {run}"
     );
 }
+
+// ---- staff users and the staff audit trail ----------------------------------------------
+
+#[test]
+fn users_add_reads_the_password_from_a_file_or_stdin_and_list_shows_them() {
+    let site = Site::new();
+    let pw = site.write("pw.txt", "correct horse battery staple\n");
+    site.veto(&["users", "list"])
+        .succeeds()
+        .stdout_has("no users yet");
+    site.veto(&[
+        "users",
+        "add",
+        "ada",
+        "--role",
+        "admin",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ])
+    .succeeds()
+    .stdout_has("added admin user ada (id 1)")
+    .prints_nowhere("correct horse");
+    // Piped in, as a provisioning script would.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_veto"));
+    cmd.args(["users", "add", "dana", "--role", "dpo"])
+        .current_dir(site.dir.path())
+        .env_clear()
+        .env("HOME", site.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn veto");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"another long passphrase\n")
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let run = site.veto(&["users", "list"]);
+    run.succeeds()
+        .stdout_has("ada")
+        .stdout_has("admin")
+        .stdout_has("dana")
+        .stdout_has("dpo");
+    let v = site.veto(&["users", "list", "--json"]).json();
+    assert_eq!(v[1]["name"], "dana", "{v:#}");
+    assert_eq!(v[1]["role"], "dpo", "{v:#}");
+    assert_eq!(v[1]["disabled"], false, "{v:#}");
+    assert!(
+        !v.to_string().contains("argon2"),
+        "no hash is listed: {v:#}"
+    );
+
+    site.veto(&[
+        "users",
+        "add",
+        "ada",
+        "--role",
+        "viewer",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ])
+    .fails()
+    .stderr_has("already a user named \"ada\"");
+    let short = site.write("short.txt", "short\n");
+    site.veto(&[
+        "users",
+        "add",
+        "bo",
+        "--role",
+        "viewer",
+        "--password-file",
+        short.to_str().unwrap(),
+    ])
+    .fails()
+    .stderr_has("at least 12 characters");
+    site.veto(&[
+        "users",
+        "add",
+        "bo",
+        "--role",
+        "boss",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ])
+    .fails()
+    .stderr_has("--role");
+    let v = site.veto(&["users", "list", "--json"]).json();
+    assert_eq!(
+        v.as_array().map(Vec::len),
+        Some(2),
+        "nothing more was added: {v:#}"
+    );
+}
+
+#[test]
+fn admin_commands_are_recorded_and_audit_verify_names_an_edited_staff_action() {
+    let site = Site::new();
+    let pw = site.write("pw.txt", "correct horse battery staple\n");
+    let env = [("USER", "sam")];
+    site.veto_env(
+        &[
+            "users",
+            "add",
+            "ada",
+            "--role",
+            "admin",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+        &env,
+    )
+    .succeeds();
+    site.veto_env(&["keys", "create", "--role", "viewer"], &env)
+        .succeeds();
+    site.veto(&["audit", "verify"])
+        .succeeds()
+        .stdout_has("3 staff actions verified");
+    let v = site.veto(&["audit", "verify", "--json"]).json();
+    assert_eq!(v["staff_actions"], 3, "{v:#}");
+    assert!(v["staff_problem"].is_null(), "{v:#}");
+
+    // Someone makes it look as if another person created the key.
+    site.tamper("UPDATE staff_audit SET actor = 'cli:nobody' WHERE seq = 3");
+    site.veto(&["audit", "verify"])
+        .exits(1)
+        .stdout_has("TAMPERED")
+        .stdout_has("staff audit trail: staff action #3 (keys.create by cli:nobody) was altered");
+    let v = site.veto(&["audit", "verify", "--json"]).json();
+    assert_eq!(v["staff_problem"]["seq"], 3, "{v:#}");
+}

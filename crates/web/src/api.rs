@@ -9,31 +9,83 @@
 //! on the preference centre or by confirming a signup.
 
 mod approvals;
+mod audit;
+mod campaigns;
 mod confirm;
 mod consents;
+mod contacts;
 mod error;
 mod fields;
+mod idempotency;
+mod keys;
+mod messages;
+mod openapi;
+mod page;
+pub mod roles;
+mod schema;
 mod signups;
+mod suppressions;
+mod topics;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use veto_core::Role;
 use veto_store::ApiKey;
 
 use crate::AppState;
 pub(crate) use error::ApiError;
 
-/// The API under `/api/v1` and the confirmation pages.
-pub(crate) fn routes() -> Router<AppState> {
+/// The API under `/api/v1` and the confirmation pages. Every `/api/v1`
+/// request but the OpenAPI description passes the role check (the key, then
+/// [`roles::TABLE`]), the audit trail and the idempotency layer, in that
+/// order, before its handler.
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    use axum::middleware::from_fn_with_state;
     let v1 = Router::new()
         .route("/consents", post(consents::record))
         .route("/purchases", post(consents::purchase))
         .route("/signups", post(signups::request))
+        .route("/topics", get(topics::list).post(topics::create))
+        .route("/topics/{key}", get(topics::show).patch(topics::update))
+        .route("/service-types", get(topics::service_types))
+        .route("/wordings", get(topics::wordings).post(topics::add_wording))
+        .route("/wordings/{id}", get(topics::wording))
+        .route("/contacts", get(contacts::search).post(contacts::upsert))
+        .route("/contacts/{id}", get(contacts::show))
+        .route("/contacts/{id}/timeline", get(contacts::timeline))
+        .route("/contacts/{id}/export", get(contacts::export))
+        .route("/events", get(contacts::events).post(contacts::append))
+        .route("/receipts", get(contacts::receipts))
+        .route("/erasures", post(contacts::erase))
+        .route(
+            "/suppressions",
+            get(suppressions::list).post(suppressions::add),
+        )
+        .route("/suppressions/{id}", delete(suppressions::remove))
         .route("/approvals", get(approvals::list))
         .route("/approvals/{id}", post(approvals::approve))
+        .route("/campaigns", get(campaigns::list).post(campaigns::create))
+        .route("/campaigns/{id}", get(campaigns::show))
+        .route("/campaigns/{id}/preview", post(campaigns::preview))
+        .route("/campaigns/{id}/test", post(campaigns::test))
+        .route("/campaigns/{id}/{action}", post(campaigns::control))
+        .route("/messages", post(messages::send))
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{id}", delete(keys::revoke))
+        .route("/users", get(keys::users).post(keys::add_user))
+        .route("/users/{id}", axum::routing::patch(keys::update_user))
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", post(audit::verify))
+        .route_layer(from_fn_with_state(state.clone(), idempotency::idempotency))
+        .route_layer(from_fn_with_state(state.clone(), audit::record))
+        .route_layer(from_fn_with_state(state.clone(), roles::authorize))
+        // Public: tools read it before they have a key.
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(error::no_such_endpoint)
         .layer(axum::middleware::map_response(error::json_errors));
     Router::new().nest("/api/v1", v1).route(
@@ -42,14 +94,37 @@ pub(crate) fn routes() -> Router<AppState> {
     )
 }
 
+/// The OpenAPI description, as `GET /api/v1/openapi.json` serves it.
+pub fn openapi_json() -> String {
+    use utoipa::OpenApi;
+    openapi::ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_default()
+}
+
+/// A path id: a positive whole number; anything else names nothing (404).
+pub(crate) fn positive_id(id: &str, what: &str) -> Result<i64, ApiError> {
+    id.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{id:?} names no {what}: {what} ids are positive numbers"),
+        )
+        .on("id")
+    })
+}
+
 /// The API key a request came with (RFC 6750 Bearer).
+#[derive(Clone)]
 pub(crate) struct Caller(ApiKey);
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(AUTHORIZATION) else {
+impl Caller {
+    /// Checks the `Authorization` header against the store's keys.
+    pub(crate) async fn authenticate(
+        headers: &HeaderMap,
+        state: &AppState,
+    ) -> Result<Caller, ApiError> {
+        let Some(value) = headers.get(AUTHORIZATION) else {
             return Err(ApiError::unauthorized(
                 None,
                 "send an API key as `Authorization: Bearer <key>` (create one with `veto keys create`)",
@@ -76,6 +151,23 @@ impl FromRequestParts<AppState> for Caller {
             )),
         }
     }
+
+    /// How the ledger and the audit trail name who did it.
+    pub(crate) fn actor(&self) -> String {
+        format!("api-key:{}", self.0.prefix)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // The role check put it there; look it up only when it did not run.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        Caller::authenticate(&parts.headers, state).await
+    }
 }
 
 /// A caller whose key may record consent, purchases and signups from the
@@ -100,6 +192,6 @@ impl FromRequestParts<AppState> for Recorder {
 impl Recorder {
     /// How the ledger names who recorded an event.
     fn actor(&self) -> String {
-        format!("api-key:{}", self.0.0.prefix)
+        self.0.actor()
     }
 }

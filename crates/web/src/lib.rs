@@ -26,6 +26,8 @@ use veto_core::{ServiceType, Topic};
 use veto_mail::{Claims, Purpose, TokenKey, TokenKeys, TokenScope};
 use veto_store::Store;
 
+pub use api::openapi_json;
+pub use api::roles::{EndpointRoles, TABLE as ROLE_TABLE, markdown_table as roles_markdown};
 pub use client::TrustedProxies;
 pub use error::WebError;
 pub use group_commit::GroupCommit;
@@ -61,6 +63,17 @@ struct Inner {
     pages: pages::Pages,
     commits: GroupCommit,
     limiter: limiter::Limiter,
+    sending: Sending,
+}
+
+/// What sends campaigns and service messages, when this server does.
+#[derive(Default)]
+struct Sending {
+    campaigns: Option<Arc<veto_sender::campaign::Campaigns>>,
+    service: Option<(
+        veto_sender::outbound::Outbound,
+        veto_sender::service::ServiceSettings,
+    )>,
 }
 
 impl AppState {
@@ -87,8 +100,46 @@ impl AppState {
                 pages: pages::Pages::new()?,
                 commits,
                 limiter: limiter::Limiter::default(),
+                sending: Sending::default(),
             }),
         })
+    }
+
+    /// This state, also sending campaigns (the API's `/campaigns`) and
+    /// service messages (`/messages`). Call before serving.
+    pub fn with_sending(
+        self,
+        campaigns: Arc<veto_sender::campaign::Campaigns>,
+        outbound: veto_sender::outbound::Outbound,
+        service: veto_sender::service::ServiceSettings,
+    ) -> AppState {
+        let mut inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => {
+                tracing::error!("with_sending called on a state already in use; sending stays off");
+                return AppState { inner: shared };
+            }
+        };
+        inner.sending = Sending {
+            campaigns: Some(campaigns),
+            service: Some((outbound, service)),
+        };
+        AppState {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn campaigns(&self) -> Option<&Arc<veto_sender::campaign::Campaigns>> {
+        self.inner.sending.campaigns.as_ref()
+    }
+
+    pub(crate) fn service(
+        &self,
+    ) -> Option<&(
+        veto_sender::outbound::Outbound,
+        veto_sender::service::ServiceSettings,
+    )> {
+        self.inner.sending.service.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -215,7 +266,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/static/veto.css", get(pages::stylesheet))
         .route("/healthz", get(healthz))
-        .merge(api::routes())
+        .merge(api::routes(&state))
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)

@@ -477,7 +477,7 @@ async fn unknown_endpoints_and_methods_answer_json_too() {
     for app in apps().await {
         let db = app.name();
         let (status, res) = app
-            .post("/api/v1/contacts", Some(&app.marketer), &json!({}))
+            .post("/api/v1/nothing-here", Some(&app.marketer), &json!({}))
             .await;
         assert_eq!(status, 404, "{db}: {res}");
         assert_eq!(error_of(&res).0, "not_found", "{db}");
@@ -1058,7 +1058,7 @@ async fn only_another_dpo_approves_a_held_service_send() {
             .await;
         assert_eq!(
             (status, error_of(&body).1.as_deref()),
-            (422, Some("id")),
+            (404, Some("id")),
             "{body}"
         );
         let (status, _) = app

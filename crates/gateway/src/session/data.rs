@@ -8,23 +8,16 @@ use data_encoding::HEXLOWER;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use veto_core::{Channel, ContactId, EmailAddress, EventKind, NewEvent, Scope, Source, Timestamp};
-use veto_mail::rewrite::{Footer, Original, Personalisation};
-use veto_mail::{Claims, Purpose, TokenKeys, TokenScope};
+use veto_mail::TokenKeys;
+use veto_mail::rewrite::Original;
+use veto_sender::copy::{CopyClass, PersonalCopy, Stream};
 use veto_store::receipt_log::RELAY_MEMORY;
-use veto_store::{
-    Append, ContactInput, Delivery, Evidence, GuardClass, HoldRequest, NewReceipt, RelayedCopy,
-};
+use veto_store::{Append, ContactInput, Delivery, Evidence, GuardClass, NewReceipt, RelayedCopy};
 
 use super::class::{Class, named_by_header};
 use super::rcpt::DISCARDED;
 use super::{Line, Mode, Sender, Session, State};
 use crate::{Fail, RelayOutcome, Reply, dsn};
-
-/// One recipient's copy and its VERP return path.
-struct PersonalCopy {
-    bytes: Vec<u8>,
-    return_path: String,
-}
 
 /// What reading the data gave, when the session goes on.
 enum Data {
@@ -358,44 +351,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         recipients: usize,
     ) -> Result<(), Fail> {
         let config = &self.gateway.config;
-        let store = self.gateway.guard.store();
-        let now = Timestamp::now();
-        let since = now - config.bulk_window;
-        if store
-            .latest_approval(&sender.actor)
-            .await?
-            .is_some_and(|at| at >= since)
+        let settings = veto_sender::service::ServiceSettings {
+            types: Default::default(),
+            bulk_threshold: config.bulk_threshold,
+            bulk_window: config.bulk_window,
+        };
+        match veto_sender::service::bulk_brake(
+            self.gateway.guard.store(),
+            &settings,
+            &sender.actor,
+            sender.owner.as_deref(),
+            &class.guard_class().label(),
+            recipients,
+        )
+        .await?
         {
-            return Ok(());
+            None => Ok(()),
+            Some((hold, count)) => Err(Fail::Held {
+                id: hold.id,
+                sender: sender.actor.clone(),
+                count,
+                threshold: config.bulk_threshold,
+            }),
         }
-        let sent = u64::try_from(store.service_volume(&sender.actor, since).await?).unwrap_or(0);
-        let count = sent + recipients as u64;
-        if count <= config.bulk_threshold {
-            return Ok(());
-        }
-        let hold = store
-            .hold_for_approval(HoldRequest {
-                actor: sender.actor.clone(),
-                owner: sender.owner.clone(),
-                class: class.guard_class().label(),
-                recipients: recipients as i64,
-                window_count: sent as i64,
-                at: now,
-            })
-            .await?;
-        tracing::warn!(
-            sender = %sender.actor,
-            approval = hold.id,
-            count,
-            threshold = config.bulk_threshold,
-            "service mail held for a DPO's approval"
-        );
-        Err(Fail::Held {
-            id: hold.id,
-            sender: sender.actor.clone(),
-            count,
-            threshold: config.bulk_threshold,
-        })
     }
 
     /// Upstream refused copies for good: each address gets a hard-bounce
@@ -476,90 +454,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         contact: ContactId,
         campaign: &str,
     ) -> Result<PersonalCopy, Fail> {
-        let config = &self.gateway.config;
-        let contact = u64::try_from(contact.0)
-            .map_err(|_| Fail::Token(format!("contact id {} out of range", contact.0)))?;
-        let mint = |scope, purpose| {
-            keys.mint(
-                &Claims {
-                    contact,
-                    scope,
-                    message: None,
-                },
-                purpose,
-            )
-            .map_err(|e| Fail::Token(e.to_string()))
+        let class = match class {
+            Class::Marketing(topic) => CopyClass::Marketing(topic),
+            Class::Service(kind) => CopyClass::Service(kind),
         };
-        // VERP (RFC 3464 bounces come back to the return path): the token
-        // names the contact, so a bounce is attributed without parsing.
-        let bounce = mint(TokenScope::AllMarketing, Purpose::Bounce)?;
-        let return_path = format!("bounces+{bounce}@{}", config.links.mail_domain);
-        let topic = match class {
-            Class::Marketing(topic) => topic,
-            Class::Service(kind) => {
-                // No list to leave and no footer: a bill must not offer to
-                // unsubscribe from bills.
-                let feedback_id = format!(
-                    "{campaign}:service-{kind}:gateway:{}",
-                    config.links.feedback_sender
-                );
-                let p = Personalisation {
-                    unsubscribe_url: "",
-                    unsubscribe_mailto: "",
-                    preferences_url: "",
-                    list_id: "",
-                    feedback_id: &feedback_id,
-                    message_id_domain: &config.links.mail_domain,
-                    footer: None,
-                };
-                return self.signed(original.personal_copy(&p)?, return_path);
-            }
+        let stream = Stream {
+            campaign,
+            name: "gateway",
         };
-        let unsubscribe = mint(TokenScope::Topic(topic.id.0), Purpose::Unsubscribe)?;
-        let preferences = mint(TokenScope::AllMarketing, Purpose::Preferences)?;
-        let base = config.links.public_url.trim_end_matches('/');
-        let unsubscribe_url = format!("{base}/u/{unsubscribe}");
-        let preferences_url = format!("{base}/p/{preferences}");
-        let mailto = format!("unsubscribe+{unsubscribe}@{}", config.links.mail_domain);
-        let name = topic.name.replace('\\', "\\\\").replace('"', "\\\"");
-        let list_id = format!(
-            "\"{name}\" <{}.{}>",
-            topic.key.as_str(),
-            config.links.list_domain
-        );
-        let feedback_id = format!(
-            "{campaign}:{}:gateway:{}",
-            topic.key.as_str(),
-            config.links.feedback_sender
-        );
-        let why = format!(
-            "You get this because you agreed to receive {} from {}.",
-            topic.name, config.footer.organisation
-        );
-        let p = Personalisation {
-            unsubscribe_url: &unsubscribe_url,
-            unsubscribe_mailto: &mailto,
-            preferences_url: &preferences_url,
-            list_id: &list_id,
-            feedback_id: &feedback_id,
-            message_id_domain: &config.links.mail_domain,
-            footer: Some(Footer {
-                why: &why,
-                unsubscribe_text: &config.footer.unsubscribe_text,
-                preferences_text: &config.footer.preferences_text,
-                postal_address: &config.footer.postal_address,
-                organisation: &config.footer.organisation,
-            }),
-        };
-        self.signed(original.personal_copy(&p)?, return_path)
-    }
-
-    /// The copy with the configured DKIM signatures on it.
-    fn signed(&self, mut bytes: Vec<u8>, return_path: String) -> Result<PersonalCopy, Fail> {
-        for signer in &self.gateway.config.dkim {
-            bytes = signer.sign(&bytes)?;
-        }
-        Ok(PersonalCopy { bytes, return_path })
+        Ok(self
+            .gateway
+            .copies
+            .personal_copy(original, class, keys, contact, stream)?)
     }
 }
 

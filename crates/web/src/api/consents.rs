@@ -45,6 +45,13 @@ const PURCHASE_FIELDS: &[&str] = &[
 
 type Created = (StatusCode, Json<Value>);
 
+/// A grant or withdrawal from the organisation's form. A grant after an
+/// opt-out is refused (409) with the reason: only the person can re-grant.
+#[utoipa::path(post, path = "/api/v1/consents", tag = "consent capture", request_body = super::schema::ConsentIn,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "replays the first answer to a retried request")),
+    responses((status = 201, body = super::schema::EventRecorded), (status = "4XX", body = super::schema::ErrorBody),
+        (status = 503, body = super::schema::ErrorBody)),
+    security(("api_key" = [])))]
 pub(crate) async fn record(
     State(state): State<AppState>,
     caller: Recorder,
@@ -100,6 +107,12 @@ pub(crate) async fn record(
     append(&state, &email, item).await
 }
 
+/// A purchase: the soft opt-in basis (PECR reg 22(3)).
+#[utoipa::path(post, path = "/api/v1/purchases", tag = "consent capture", request_body = super::schema::PurchaseIn,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "replays the first answer to a retried request")),
+    responses((status = 201, body = super::schema::EventRecorded), (status = "4XX", body = super::schema::ErrorBody),
+        (status = 503, body = super::schema::ErrorBody)),
+    security(("api_key" = [])))]
 pub(crate) async fn purchase(
     State(state): State<AppState>,
     caller: Recorder,
@@ -202,7 +215,12 @@ async fn append(state: &AppState, email: &EmailAddress, item: Append) -> Result<
 }
 
 /// Why the ledger refused, in words an integrator can act on.
-async fn refused(state: &AppState, email: &EmailAddress, is_grant: bool, r: Refusal) -> ApiError {
+pub(crate) async fn refused(
+    state: &AppState,
+    email: &EmailAddress,
+    is_grant: bool,
+    r: Refusal,
+) -> ApiError {
     match refusal_words(state, email, &r).await {
         Ok(what) if is_grant => ApiError::conflict(
             "only_the_person_can_regrant",

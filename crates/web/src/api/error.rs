@@ -107,7 +107,16 @@ impl From<WebError> for ApiError {
 
 impl From<veto_store::StoreError> for ApiError {
     fn from(e: veto_store::StoreError) -> ApiError {
-        ApiError::from(WebError::Store(e))
+        match e {
+            // The store's own checks of what it was given: the caller's to fix.
+            veto_store::StoreError::Invalid(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m)
+            }
+            veto_store::StoreError::NotFound(m) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{m} not found"))
+            }
+            other => ApiError::from(WebError::Store(other)),
+        }
     }
 }
 
@@ -136,7 +145,7 @@ pub(crate) async fn no_such_endpoint(method: Method, uri: Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "there is no endpoint {method} {}; see /api/v1/consents, /api/v1/purchases and /api/v1/signups",
+            "there is no endpoint {method} {}; the endpoints are described at /api/v1/openapi.json",
             uri.path()
         ),
     )

@@ -102,6 +102,11 @@ impl Fields {
         }
     }
 
+    /// The field names the body has.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+
     pub fn value(&self, name: &str) -> Option<&Value> {
         self.0.get(name).filter(|v| !v.is_null())
     }
@@ -155,6 +160,47 @@ impl Fields {
                 _ => Err(wrong_type(name, "a positive whole number (an id)", v)),
             },
         }
+    }
+
+    /// A number, or `None` when absent or null.
+    pub fn number(&self, name: &str) -> Result<Option<f64>, ApiError> {
+        match self.value(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| wrong_type(name, "a number", v)),
+        }
+    }
+
+    /// A list of strings (absent or null: empty).
+    pub fn strings(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        match self.value(name) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    v => Err(wrong_type(&format!("{name}[{i}]"), "a string", v)),
+                })
+                .collect(),
+            Some(v) => Err(wrong_type(name, "a list of strings", v)),
+        }
+    }
+
+    /// An RFC 3339 time (`2026-12-24T09:00:00Z`).
+    pub fn time(&self, name: &str) -> Result<Option<veto_core::Timestamp>, ApiError> {
+        let Some(s) = self.str(name)? else {
+            return Ok(None);
+        };
+        s.parse().map(Some).map_err(|e| {
+            ApiError::invalid(
+                name,
+                "invalid_time",
+                format!("{name} is not an RFC 3339 time such as 2026-12-24T09:00:00Z: {e}"),
+            )
+        })
     }
 
     // ---- what the endpoints share --------------------------------------------

@@ -26,6 +26,14 @@ const QUIET: Duration = Duration::from_secs(24 * 60 * 60);
 /// How receipts name the confirmation email.
 const CLASS: &str = "signup-confirmation";
 
+/// Double opt-in: mails the person a confirmation link; only their
+/// confirmation records consent.
+#[utoipa::path(post, path = "/api/v1/signups", tag = "consent capture", request_body = super::schema::SignupIn,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "replays the first answer to a retried request")),
+    responses((status = 202, body = super::schema::SignupStatus, description = "the confirmation was sent (or was sent within the last day)"),
+        (status = 200, body = super::schema::SignupStatus, description = "already subscribed: nothing sent"),
+        (status = "4XX", body = super::schema::ErrorBody), (status = 503, body = super::schema::ErrorBody)),
+    security(("api_key" = [])))]
 pub(crate) async fn request(
     State(state): State<AppState>,
     _caller: Recorder,

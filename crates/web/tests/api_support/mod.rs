@@ -270,6 +270,52 @@ impl TestApp {
         json_of(res).await
     }
 
+    /// A new key of `role` held by `owner`.
+    pub async fn key_for(&self, role: Role, owner: &str) -> String {
+        self.store
+            .create_api_key_with(veto_store::KeySpec {
+                role,
+                default_topic: None,
+                default_service: None,
+                owner: Some(owner.to_owned()),
+            })
+            .await
+            .expect("key")
+            .key
+    }
+
+    /// Any request: method, path, key, JSON body (sent when `Some`) and
+    /// extra headers. Returns the status, the JSON body and the headers.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let res = req.send().await.expect("request");
+        let headers = res.headers().clone();
+        let (status, body) = json_of(res).await;
+        (status, body, headers)
+    }
+
+    pub async fn get_json(&self, path: &str, key: &str) -> (u16, Value) {
+        let (status, body, _) = self.call("GET", path, Some(key), None, &[]).await;
+        (status, body)
+    }
+
     pub async fn consents(&self, body: &Value) -> (u16, Value) {
         self.post("/api/v1/consents", Some(&self.marketer), body)
             .await
