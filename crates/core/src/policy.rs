@@ -78,6 +78,13 @@ pub enum Rule {
     Pecr22_3,
     /// PECR reg 22(3A): charity soft opt-in.
     Pecr22_3A,
+    /// PECR reg 21: live marketing calls; not to a number listed on the
+    /// TPS/CTPS for 28 days or more, unless the subscriber told the caller
+    /// they do not object.
+    Pecr21,
+    /// PECR reg 21 in practice: a call list is screened against the TPS at
+    /// least every 28 days; a decision needs screening data that fresh.
+    Pecr21Screen,
     /// PECR reg 22(1): corporate subscribers are outside reg 22.
     PecrCorp,
     /// GDPR Art 6: a lawful basis (legitimate interests for post).
@@ -133,6 +140,8 @@ impl Rule {
             Rule::Pecr22_2 => "PECR-22-2",
             Rule::Pecr22_3 => "PECR-22-3",
             Rule::Pecr22_3A => "PECR-22-3A",
+            Rule::Pecr21 => "PECR-21",
+            Rule::Pecr21Screen => "PECR-21-SCREEN",
             Rule::PecrCorp => "PECR-CORP",
             Rule::Gdpr6 => "GDPR-6",
             Rule::Gdpr7 => "GDPR-7",
@@ -189,6 +198,16 @@ pub enum Reason {
     FrequencyLimit(FrequencyLimit),
     /// A staff action would loosen a limit the person set.
     SetByThePerson,
+    /// The number has been on the TPS/CTPS for 28 days or more.
+    TpsListed {
+        since: Timestamp,
+    },
+    /// No telephone preference list has been loaded to screen against.
+    NotScreened,
+    /// The loaded telephone preference list is more than 28 days old.
+    ScreeningStale {
+        screened_at: Timestamp,
+    },
 }
 
 impl Reason {
@@ -210,6 +229,9 @@ impl Reason {
             Reason::Paused { .. } => "paused",
             Reason::FrequencyLimit(_) => "frequency_limit",
             Reason::SetByThePerson => "set_by_the_person",
+            Reason::TpsListed { .. } => "tps_listed",
+            Reason::NotScreened => "tps_not_screened",
+            Reason::ScreeningStale { .. } => "tps_screening_stale",
         }
     }
 }
@@ -240,6 +262,19 @@ impl fmt::Display for Reason {
                 write!(f, "reached their limit of {} a {}", l.max, l.per.as_str())
             }
             Reason::SetByThePerson => f.write_str("only the person can loosen a limit they set"),
+            Reason::TpsListed { since } => write!(
+                f,
+                "the number has been on the telephone preference service since {}",
+                since.strftime("%Y-%m-%d")
+            ),
+            Reason::NotScreened => f.write_str(
+                "the number has not been screened against the telephone preference service",
+            ),
+            Reason::ScreeningStale { screened_at } => write!(
+                f,
+                "the telephone preference screening data is from {}, more than 28 days ago",
+                screened_at.strftime("%Y-%m-%d")
+            ),
         }
     }
 }
@@ -342,7 +377,12 @@ fn decide_inner(
         MessageClass::Requested => return Ok(allow(Rule::VetoRequested, None)),
         MessageClass::Marketing(topic) => topic,
     };
-    if !state.known && state.facts.is_empty() {
+    // (A screening result is not a record of the person.)
+    let no_record = state
+        .facts
+        .iter()
+        .all(|f| matches!(f, Fact::PhoneScreen { .. }));
+    if !state.known && no_record {
         return Err(refuse(Rule::VetoNoRecord, Reason::NoRecord, None));
     }
     let jurisdictions = if state.jurisdictions.is_empty() {
@@ -527,10 +567,43 @@ impl<'a> Context<'a> {
                 Uk | Eu => self.opt_out_regime(Rule::Gdpr6),
                 Us | Ca => self.opt_out_regime(Rule::VetoPostal),
             },
-            // PECR reg 21 (TPS screening) is not modelled yet: only express
-            // consent, which also overrides a TPS listing, allows a call.
-            Channel::Phone => self.express_only(),
+            // Live calls: PECR reg 21 in the UK; elsewhere veto does not
+            // model the rules (TCPA, DNCL, member states' choices under
+            // ePrivacy Art 13(3)), so only express consent allows a call.
+            Channel::Phone => match j {
+                Uk => self.uk_call(),
+                Eu | Us | Ca => self.express_only(),
+            },
         }
+    }
+
+    /// PECR reg 21: an opt-out regime for live calls, screened against the
+    /// TPS/CTPS. The subscriber's own consent to calls (they told the
+    /// organisation they do not object) overrides a listing; without it the
+    /// number must have been screened against list data at most 28 days
+    /// old, and not be listed for 28 days or more (the lists give callers 28
+    /// days to catch up with a new registration).
+    fn uk_call(&self) -> Result<Allowance, Refusal> {
+        if self.consent.is_some() {
+            return Ok(allow(Rule::Pecr21, self.consent));
+        }
+        let grace = 28 * 86_400;
+        let Some((screened_at, listed_since)) = self.state.phone_screen() else {
+            return Err(refuse(Rule::Pecr21Screen, Reason::NotScreened, None));
+        };
+        if self.now.as_second() - screened_at.as_second() >= grace {
+            return Err(refuse(
+                Rule::Pecr21Screen,
+                Reason::ScreeningStale { screened_at },
+                None,
+            ));
+        }
+        if let Some(since) = listed_since
+            && self.now.as_second() - since.as_second() >= grace
+        {
+            return Err(refuse(Rule::Pecr21, Reason::TpsListed { since }, None));
+        }
+        self.opt_out_regime(Rule::Pecr21)
     }
 
     fn uk_electronic(&self) -> Result<Allowance, Refusal> {

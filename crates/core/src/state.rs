@@ -86,6 +86,14 @@ pub enum Fact {
     Suppressed {
         since: Timestamp,
     },
+    /// The person's phone number screened against the telephone preference
+    /// lists (TPS, CTPS): when the list data was taken, and since when the
+    /// number has been listed (`None`: not listed). Not an event: the store
+    /// adds it for decisions on the phone channel.
+    PhoneScreen {
+        screened_at: Timestamp,
+        listed_since: Option<Timestamp>,
+    },
 }
 
 impl Fact {
@@ -138,7 +146,7 @@ impl Fact {
             | Pause { ev, .. }
             | Frequency { ev, .. }
             | Erased { ev } => Some(*ev),
-            Suppressed { .. } => None,
+            Suppressed { .. } | PhoneScreen { .. } => None,
         }
     }
 }
@@ -297,6 +305,17 @@ impl ConsentState {
     pub(crate) fn erased(&self) -> Option<EventRef> {
         self.facts.iter().find_map(|f| match f {
             Fact::Erased { ev } => Some(*ev),
+            _ => None,
+        })
+    }
+
+    /// The telephone preference screening the store added, if any.
+    pub(crate) fn phone_screen(&self) -> Option<(Timestamp, Option<Timestamp>)> {
+        self.facts.iter().find_map(|f| match f {
+            Fact::PhoneScreen {
+                screened_at,
+                listed_since,
+            } => Some((*screened_at, *listed_since)),
             _ => None,
         })
     }

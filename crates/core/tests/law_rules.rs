@@ -19,6 +19,9 @@ pub fn state_of(case: &law_cases::Case) -> ConsentState {
         let since = Timestamp::from_second(now().as_second() - days * 86_400).unwrap();
         state.upsert(Fact::Suppressed { since });
     }
+    if let Some(screen) = case.phone_screen() {
+        state.upsert(screen);
+    }
     state.recent_sends = case
         .sends_days_ago
         .iter()
@@ -84,6 +87,8 @@ fn every_rule_id_in_the_table_is_a_real_rule_or_an_ignored_case() {
     // A typo in a case's rule id would make it pass vacuously only if the
     // decision had the same typo; this also checks the law-rules.md ids.
     let known = [
+        "PECR-21",
+        "PECR-21-SCREEN",
         "PECR-22-2",
         "PECR-22-3",
         "PECR-22-3A",

@@ -75,6 +75,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (4, include_str!("migrations/postgres_0004.sql")),
         (5, include_str!("migrations/postgres_0005.sql")),
         (7, include_str!("migrations/postgres_0007.sql")),
+        (12, include_str!("migrations/postgres_0012.sql")),
     ]
 } else {
     &[
@@ -84,6 +85,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (4, include_str!("migrations/sqlite_0004.sql")),
         (5, include_str!("migrations/sqlite_0005.sql")),
         (7, include_str!("migrations/sqlite_0007.sql")),
+        (12, include_str!("migrations/sqlite_0012.sql")),
     ]
 };
 
@@ -315,7 +317,7 @@ fn fact_row(contact_id: i64, f: &Fact) -> Option<FactRow> {
             row.fact_key = "erased".into();
             row.kind = "erased";
         }
-        Fact::Suppressed { .. } => return None,
+        Fact::Suppressed { .. } | Fact::PhoneScreen { .. } => return None,
     }
     Some(row)
 }

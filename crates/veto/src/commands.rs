@@ -65,6 +65,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Dkim(cmd) => crate::dkim::run(cfg, cmd),
         Command::Campaign(cmd) => crate::campaign_cmd::run(&App::open(cfg).await?, cmd).await,
+        Command::Tps(cmd) => crate::tps_cmd::run(&App::open(cfg).await?, cmd).await,
     }
 }
 
@@ -761,6 +762,7 @@ struct Summary {
 fn append_of(row: import::ImportRow, actor: &str) -> Append {
     let mut contact = ContactInput::new(row.email);
     contact.name = row.name;
+    contact.phone = row.phone;
     contact.attributes = row.attributes;
     contact.jurisdictions = row.jurisdictions;
     contact.subscriber_type = row.subscriber_type;
@@ -889,7 +891,20 @@ async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
         .map_err(|e| anyhow!("--channel: {e}"))?;
     let now = Timestamp::now();
     let settings = app.policy();
-    let (contact, state) = app.store.load_state(&email, now).await?;
+    let (contact, mut state) = app.store.load_state(&email, now).await?;
+    // A call is screened against the telephone preference lists (PECR reg 21).
+    let mut screening = None;
+    if channel == Channel::Phone
+        && let Some(c) = contact
+        && let Some(phone) = app.store.contact(c).await?.and_then(|c| c.phone)
+        && let Ok(phone) = veto_core::PhoneNumber::parse(&phone)
+    {
+        let s = app.store.phone_screening(&phone, state.subscriber).await?;
+        if let Some(f) = s.fact() {
+            state.upsert(f);
+        }
+        screening = Some((phone, s));
+    }
     let decision = decide(
         &state,
         &Message {
@@ -940,6 +955,12 @@ async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
             "suppressed_since": suppressed.map(|t| t.to_string()),
             "event": deciding.map(|e| event_json(e, &names)),
             "wording": wording.map(|w| json!({"id": w.id.0, "text": w.text, "sha256": w.hash})),
+            "screening": screening.as_ref().map(|(n, s)| json!({
+                "number": n.as_str(),
+                "list": s.list.as_str(),
+                "screened_at": s.screened_at.map(|t| t.to_string()),
+                "listed_since": s.listed_since.map(|t| t.to_string()),
+            })),
             "history": events.iter().map(|e| event_json(e, &names)).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -988,6 +1009,20 @@ async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
             &w.hash[..16],
             w.text
         );
+    }
+    if let Some((n, s)) = &screening {
+        match (s.screened_at, s.listed_since) {
+            (None, _) => println!("screening: {n} — the {} list has never been loaded", s.list),
+            (Some(at), None) => println!(
+                "screening: {n} is not on the preference lists (data of {})",
+                when(at)
+            ),
+            (Some(at), Some(since)) => println!(
+                "screening: {n} is on the preference lists since {} (data of {})",
+                when(since),
+                when(at)
+            ),
+        }
     }
     println!("jurisdictions: {jurisdictions}");
     if !events.is_empty() {

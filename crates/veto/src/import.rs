@@ -115,6 +115,8 @@ pub struct ImportRow {
     pub line: u64,
     pub email: EmailAddress,
     pub name: Option<String>,
+    /// E.164 (veto format's `phone` column), for calls and SMS.
+    pub phone: Option<veto_core::PhoneNumber>,
     /// From `attr.<key>` columns (veto), the `attributes` JSON (listmonk),
     /// or merge fields (Mailchimp). Empty values are left out.
     pub attributes: BTreeMap<String, String>,
@@ -883,6 +885,7 @@ enum Col {
     ProductGroup,
     OptOutOffered,
     Name,
+    Phone,
 }
 
 /// The veto format's columns (besides `attr.<key>`).
@@ -901,6 +904,7 @@ pub const VETO_COLUMNS: &[&str] = &[
     "product_group",
     "opt_out_offered",
     "name",
+    "phone",
 ];
 
 struct VetoColumns {
@@ -1163,6 +1167,13 @@ impl VetoColumns {
         }
 
         let name = cells.line_text(self.col(Col::Name))?;
+        let phone = match cells.get(self.col(Col::Phone))? {
+            Some(cell) => Some(
+                veto_core::PhoneNumber::parse(cell.text)
+                    .map_err(|e| cells.error(cell.col, e.to_string()))?,
+            ),
+            None => None,
+        };
 
         let mut attributes = BTreeMap::new();
         for (col, key) in &self.attributes {
@@ -1175,6 +1186,7 @@ impl VetoColumns {
             line: cells.line,
             email,
             name,
+            phone,
             attributes,
             jurisdictions,
             subscriber_type,
@@ -1423,6 +1435,7 @@ impl ListmonkColumns {
             line: cells.line,
             email,
             name,
+            phone: None,
             attributes,
             jurisdictions: JurisdictionSet::EMPTY,
             subscriber_type: None,
@@ -1612,6 +1625,7 @@ impl MailchimpColumns {
             line: cells.line,
             email,
             name,
+            phone: None,
             attributes,
             jurisdictions: JurisdictionSet::EMPTY,
             subscriber_type: None,
@@ -2202,6 +2216,7 @@ mod tests {
             Col::ProductGroup,
             Col::OptOutOffered,
             Col::Name,
+            Col::Phone,
         ];
         assert_eq!(cols.len(), VETO_COLUMNS.len());
         for (i, c) in cols.iter().enumerate() {

@@ -8,6 +8,7 @@ mod config;
 mod dkim;
 mod import;
 mod tls;
+mod tps_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,9 @@ enum Command {
     /// Campaigns: written here or through the API, sent by `veto serve`.
     #[command(subcommand)]
     Campaign(campaign_cmd::CampaignCmd),
+    /// Telephone preference lists (TPS, CTPS) that marketing calls are screened against.
+    #[command(subcommand)]
+    Tps(tps_cmd::TpsCmd),
 }
 
 #[derive(Subcommand)]

@@ -1600,3 +1600,94 @@ fn admin_commands_are_recorded_and_audit_verify_names_an_edited_staff_action() {
     let v = site.veto(&["audit", "verify", "--json"]).json();
     assert_eq!(v["staff_problem"]["seq"], 3, "{v:#}");
 }
+
+// ---- telephone preference screening ------------------------------------------------
+
+#[test]
+fn tps_import_screens_calls_and_a_bad_file_changes_nothing() {
+    let site = Site::new();
+    site.import(
+        "people.csv",
+        "email,action,channel,at,jurisdiction,phone\n\
+         listed@example.com,purchase,phone,2026-01-05T10:00:00Z,UK,+447700900002\n\
+         free@example.com,purchase,phone,2026-01-05T10:00:00Z,UK,+447700900001\n",
+        &[],
+    )
+    .succeeds();
+    let call = |email: &str| {
+        let run = site.veto(&[
+            "why",
+            email,
+            "--topic",
+            "news",
+            "--channel",
+            "phone",
+            "--json",
+        ]);
+        run.succeeds();
+        let v = run.json();
+        (
+            v["decision"].as_str().unwrap_or_default().to_owned(),
+            v["reason"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    // No list loaded: a call to a customer needs screening first.
+    assert_eq!(
+        call("free@example.com"),
+        ("denied".into(), "tps_not_screened".into())
+    );
+    site.veto(&["tps", "status"])
+        .succeeds()
+        .stdout_has("no telephone preference list is loaded");
+
+    // A file with a bad row loads nothing, and says where.
+    site.write(
+        "tps.csv",
+        "number,listed_on\n01632 960000,2026-01-01\n+44x,2026-01-01\n+447700900003,01/01/2026\n",
+    );
+    site.veto(&["tps", "import", "tps.csv"])
+        .fails()
+        .stderr_has("line 3: number:")
+        .stderr_has("line 4: listed_on:")
+        .stderr_has("2 bad row(s); nothing was loaded");
+    assert_eq!(call("free@example.com").1, "tps_not_screened");
+
+    site.write(
+        "tps.csv",
+        "number,listed_on\n07700 900002,2026-01-01\n+447700900009,2026-11-30\n",
+    );
+    site.veto(&["tps", "import", "tps.csv"])
+        .succeeds()
+        .stdout_has("loaded the tps list: 2 numbers");
+    assert_eq!(call("free@example.com"), ("allowed".into(), String::new()));
+    assert_eq!(
+        call("listed@example.com"),
+        ("denied".into(), "tps_listed".into())
+    );
+    site.veto(&[
+        "why",
+        "listed@example.com",
+        "--topic",
+        "news",
+        "--channel",
+        "phone",
+    ])
+    .succeeds()
+    .stdout_has("NOT ALLOWED")
+    .stdout_has("+447700900002 is on the preference lists since");
+    let status = site.veto(&["tps", "status", "--json"]);
+    status.succeeds();
+    let v = status.json();
+    assert_eq!(v[0]["list"], "tps", "{v:#}");
+    assert_eq!(v[0]["numbers"], 2, "{v:#}");
+    assert_eq!(v[0]["stale"], false, "{v:#}");
+
+    // Data older than 28 days is stale: calls that need screening stop.
+    site.veto(&["tps", "import", "tps.csv", "--as-of", "2026-01-01"])
+        .succeeds();
+    assert_eq!(call("free@example.com").1, "tps_screening_stale");
+    site.veto(&["tps", "status"]).succeeds().stdout_has("STALE");
+    site.veto(&["tps", "import", "tps.csv", "--list", "dnc"])
+        .fails()
+        .stderr_has("not a telephone preference list");
+}

@@ -14,6 +14,7 @@ mod campaigns;
 mod confirm;
 mod consents;
 mod contacts;
+mod decisions;
 mod error;
 mod fields;
 mod idempotency;
@@ -75,6 +76,7 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/campaigns/{id}/test", post(campaigns::test))
         .route("/campaigns/{id}/{action}", post(campaigns::control))
         .route("/messages", post(messages::send))
+        .route("/decisions", post(decisions::decide))
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}", delete(keys::revoke))
         .route("/users", get(keys::users).post(keys::add_user))

@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 use veto_core::{
-    Channel, EventKind, FrequencyLimit, JurisdictionSet, NewEvent, Period, PolicySettings,
+    Channel, EventKind, Fact, FrequencyLimit, JurisdictionSet, NewEvent, Period, PolicySettings,
     PurchaseAfterOptOut, Relationship, RelationshipKind, Scope, Source, SubscriberType, Timestamp,
     Topic, TopicId, TopicKey,
 };
@@ -251,6 +251,9 @@ pub struct Case {
     pub channel: Channel,
     pub settings: PolicySettings,
     pub expect: Expect,
+    /// Telephone preference screening: the list data's age in days, and
+    /// how many days the number has been listed (`None`: not listed).
+    pub tps: Option<(i64, Option<i64>)>,
     /// Why a case cannot run yet (it needs something not built).
     pub ignored: Option<&'static str>,
 }
@@ -274,6 +277,7 @@ fn case(
         channel: Channel::Email,
         settings: PolicySettings::default(),
         expect,
+        tps: None,
         ignored: None,
     }
 }
@@ -323,6 +327,21 @@ impl Case {
             },
             ..self
         }
+    }
+    /// Screened against list data `screened` days old; listed for `listed` days.
+    fn tps(self, screened: i64, listed: Option<i64>) -> Self {
+        Case {
+            tps: Some((screened, listed)),
+            ..self
+        }
+    }
+    /// The screening fact the store adds for a phone decision.
+    pub fn phone_screen(&self) -> Option<Fact> {
+        let days_ago = |d: i64| Timestamp::from_second(now().as_second() - d * 86_400).unwrap();
+        self.tps.map(|(screened, listed)| Fact::PhoneScreen {
+            screened_at: days_ago(screened),
+            listed_since: listed.map(days_ago),
+        })
     }
     fn ignored(self, why: &'static str) -> Self {
         Case {
@@ -461,15 +480,20 @@ pub fn cases() -> Vec<Case> {
         case("VETO-PAUSE: an ended pause stops nothing", "UK", vec![Ev::grant("news").days_ago(100), Ev::pause_for_days(30).days_ago(40)], news, A("PECR-22-2")),
         case("VETO-FREQUENCY: at most 2 a week, 2 sent this week", "UK", vec![Ev::grant("news").days_ago(100), Ev::frequency(2, Period::Week).days_ago(50)], news, D("VETO-FREQUENCY", "frequency_limit")).sends(vec![1, 3]),
         case("VETO-FREQUENCY: at most 2 a week, 1 sent this week and 1 last week", "UK", vec![Ev::grant("news").days_ago(100), Ev::frequency(2, Period::Week).days_ago(50)], news, A("PECR-22-2")).sends(vec![1, 9]),
-        case("VETO-EXPRESS-ONLY: a marketing call with express consent", "UK", vec![Ev::grant("news").on(Channel::Phone)], news, A("VETO-EXPRESS-ONLY")).channel(Channel::Phone),
-        case("VETO-EXPRESS-ONLY: no marketing call without express consent until TPS screening exists", "UK", vec![Ev::purchase("hats").on(Channel::Phone)], news, D("VETO-EXPRESS-ONLY", "express_consent_required")).channel(Channel::Phone),
-        // ---- phone rules: with the decision API (issue 6) --------------------------------
-        case("PECR-21: a number listed on the TPS 27 days ago may be called (edge 5)", "UK", vec![], news, A("PECR-21")).channel(Channel::Phone)
-            .ignored("TPS screening comes with the decisions API (issue 6)"),
-        case("PECR-21: a number listed 28 days ago may not (edge 5)", "UK", vec![], news, D("PECR-21", "tps_listed")).channel(Channel::Phone)
-            .ignored("TPS screening comes with the decisions API (issue 6)"),
-        case("PECR-21-SCREEN: screening data older than 28 days is stale (edge 5)", "UK", vec![], news, D("PECR-21", "stale_screening")).channel(Channel::Phone)
-            .ignored("TPS screening comes with the decisions API (issue 6)"),
+        // ---- live calls: PECR reg 21 and the telephone preference service --------------
+        case("PECR-21: a UK contact who agreed to calls may be called, TPS or not (non-objection)", "UK", vec![Ev::grant("news").on(Channel::Phone)], news, A("PECR-21")).channel(Channel::Phone).tps(3, Some(400)),
+        case("PECR-21: consent to calls needs no screening", "UK", vec![Ev::grant("news").on(Channel::Phone)], news, A("PECR-21")).channel(Channel::Phone),
+        case("PECR-21: a number listed on the TPS 27 days ago may be called (edge 5)", "UK", vec![Ev::purchase("hats").on(Channel::Phone)], news, A("PECR-21")).channel(Channel::Phone).tps(1, Some(27)),
+        case("PECR-21: a number listed 28 days ago may not (edge 5)", "UK", vec![Ev::purchase("hats").on(Channel::Phone)], news, D("PECR-21", "tps_listed")).channel(Channel::Phone).tps(1, Some(28)),
+        case("PECR-21: a customer whose number is not listed may be called", "UK", vec![Ev::purchase("hats").on(Channel::Phone)], news, A("PECR-21")).channel(Channel::Phone).tps(27, None),
+        case("PECR-21: a corporate subscriber on the CTPS for 28 days may not", "UK", vec![Ev::purchase("hats").on(Channel::Phone)], news, D("PECR-21", "tps_listed")).channel(Channel::Phone).tps(0, Some(60)).corporate(),
+        case("PECR-21: told the caller no (withdrew calls): never, whatever the TPS says", "UK", vec![Ev::grant("news").on(Channel::Phone).days_ago(30), Ev::withdraw("news").on(Channel::Phone).days_ago(2)], news, D("GDPR-7", "withdrawn")).channel(Channel::Phone).tps(1, None),
+        case("PECR-21: an objection stops calls too", "UK", vec![Ev::purchase("hats").on(Channel::Phone).days_ago(30), Ev::object().days_ago(2)], news, D("GDPR-21", "objected")).channel(Channel::Phone).tps(1, None),
+        case("PECR-21-SCREEN: a call needs screening data when there is no consent", "UK", vec![Ev::purchase("hats").on(Channel::Phone)], news, D("PECR-21-SCREEN", "tps_not_screened")).channel(Channel::Phone),
+        case("PECR-21-SCREEN: screening data older than 28 days is stale (edge 5)", "UK", vec![Ev::purchase("hats").on(Channel::Phone)], news, D("PECR-21-SCREEN", "tps_screening_stale")).channel(Channel::Phone).tps(28, None),
+        case("PECR-21: no record of the person: no call", "UK", vec![], news, D("VETO-NO-RECORD", "no_evidence")).channel(Channel::Phone).tps(1, None),
+        case("VETO-EXPRESS-ONLY: calls outside the UK need express consent (rules not modelled)", "EU", vec![Ev::purchase("hats").on(Channel::Phone)], news, D("VETO-EXPRESS-ONLY", "express_consent_required")).channel(Channel::Phone).tps(1, None),
+        case("VETO-EXPRESS-ONLY: a US call with express consent", "US", vec![Ev::grant("news").on(Channel::Phone)], news, A("VETO-EXPRESS-ONLY")).channel(Channel::Phone),
         case("PECR-19: automated calls need prior consent", "UK", vec![], news, D("PECR-19", "no_consent")).channel(Channel::Phone)
             .ignored("automated-call classification comes with the decisions API (issue 6)"),
         case("edge 11: bounced and undelivered sends are logged as communications", "UK", vec![], news, D("PECR-22-2", "no_consent"))

@@ -82,6 +82,7 @@ pub const TABLE: &[EndpointRoles] = &[
     e!("POST" "/campaigns/{id}/test" RECORDERS),
     e!("POST" "/campaigns/{id}/{action}" RECORDERS),
     e!("POST" "/messages" SERVICE),
+    e!("POST" "/decisions" READERS),
     e!("GET" "/keys" ADMIN),
     e!("POST" "/keys" ADMIN),
     e!("DELETE" "/keys/{id}" ADMIN),
