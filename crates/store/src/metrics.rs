@@ -32,18 +32,16 @@ const REASONS: [&str; 15] = [
     "set_by_the_person",
 ];
 
-const ZERO: AtomicU64 = AtomicU64::new(0);
-
-static ALLOWED_MARKETING: AtomicU64 = ZERO;
-static ALLOWED_SERVICE: AtomicU64 = ZERO;
+static ALLOWED_MARKETING: AtomicU64 = AtomicU64::new(0);
+static ALLOWED_SERVICE: AtomicU64 = AtomicU64::new(0);
 /// One slot per entry of [`REASONS`], and `other` last.
-static REFUSED: [AtomicU64; REASONS.len() + 1] = [ZERO; REASONS.len() + 1];
+static REFUSED: [AtomicU64; REASONS.len() + 1] = [const { AtomicU64::new(0) }; REASONS.len() + 1];
 /// One slot per [`Source::ALL`] entry.
-static UNSUBSCRIBES: [AtomicU64; 9] = [ZERO; 9];
+static UNSUBSCRIBES: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
 
-static SESSIONS_STARTED: [AtomicU64; 2] = [ZERO; 2];
+static SESSIONS_STARTED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static SESSIONS_ACTIVE: [AtomicI64; 2] = [AtomicI64::new(0), AtomicI64::new(0)];
-static CONNECTIONS_REFUSED: [AtomicU64; 2] = [ZERO; 2];
+static CONNECTIONS_REFUSED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 
 /// Which SMTP listener a session belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -131,9 +129,9 @@ struct Histogram {
 impl Histogram {
     const fn new() -> Histogram {
         Histogram {
-            buckets: [ZERO; BUCKETS_US.len()],
-            count: ZERO,
-            sum_us: ZERO,
+            buckets: [const { AtomicU64::new(0) }; BUCKETS_US.len()],
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
         }
     }
 

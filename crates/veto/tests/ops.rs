@@ -509,9 +509,9 @@ fn metrics_count_refusals_and_unsubscribes_and_logs_are_json() {
         sample(&before, allowed) + 1.0,
         "{after}"
     );
-    assert_eq!(
-        sample(&after, sessions),
-        sample(&before, sessions) + 1.0,
+    // At least ours (the probes that waited for the port may be counted late).
+    assert!(
+        sample(&after, sessions) >= sample(&before, sessions) + 1.0,
         "{after}"
     );
     assert_eq!(
