@@ -619,3 +619,34 @@ fn sigterm_lets_the_smtp_transaction_in_flight_finish_and_takes_no_new_ones() {
     let why = site.ok(&["why", "--message", "<sigterm-1@example.org>", "--json"]);
     assert!(why.contains("sam@example.com"), "{why}");
 }
+
+#[test]
+fn a_store_written_by_a_newer_veto_is_refused_at_start() {
+    let site = Site::new(&[]);
+    // What an upgrade and a rollback of the binary would leave behind.
+    python_sqlite(
+        &site.path("veto-data/veto.db"),
+        "INSERT INTO veto_schema (version, applied_at) VALUES (99, 0);",
+    );
+    let mut server = Server(
+        veto(site.dir(), &["serve"], &site.env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start veto serve"),
+    );
+    let status = wait_exit(&mut server, Duration::from_secs(20));
+    assert!(!status.success(), "veto serve ran on a newer schema");
+    let mut stderr = String::new();
+    if let Some(mut e) = server.0.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(
+        stderr.contains("version 99") && stderr.contains("upgrade veto"),
+        "{stderr}"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", site.web_port)).is_err(),
+        "something listens on the web port"
+    );
+}
