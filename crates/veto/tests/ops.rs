@@ -561,9 +561,15 @@ fn metrics_count_refusals_and_unsubscribes_and_logs_are_json() {
 }
 
 #[test]
-fn sigterm_lets_the_smtp_transaction_in_flight_finish_and_takes_no_new_ones() {
+fn sigterm_lets_the_smtp_transaction_and_http_request_in_flight_finish_and_takes_no_new_ones() {
     let site = Site::new(&[]);
     let mut server = site.serve();
+    let links = site.ok(&["link", "sam@example.com", "--topic", "news"]);
+    let url = links
+        .lines()
+        .find(|l| l.contains("/u/"))
+        .unwrap_or_else(|| panic!("no unsubscribe link in {links}"));
+    let path = &url[url.find("/u/").expect("a path")..];
 
     // A tool is in the middle of DATA when veto is told to stop.
     let mut smtp = Smtp::connect(site.smtp_port);
@@ -575,6 +581,23 @@ fn sigterm_lets_the_smtp_transaction_in_flight_finish_and_takes_no_new_ones() {
         "From: shop@example.org\r\nTo: sam@example.com\r\nSubject: Sent during shutdown\r\n\
          Message-ID: <sigterm-1@example.org>\r\n\r\nFirst half,\r\n",
     );
+    // ... and a mail client is in the middle of sam's one-click unsubscribe.
+    let mut http = TcpStream::connect(("127.0.0.1", site.web_port)).expect("connect");
+    http.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let body = "List-Unsubscribe=One-Click";
+    write!(
+        http,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+        site.web_port,
+        body.len(),
+        &body[..10]
+    )
+    .expect("send half the request");
+    http.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(200));
     sigterm(&server);
 
     // New connections are refused on both listeners while it drains.
@@ -605,6 +628,15 @@ fn sigterm_lets_the_smtp_transaction_in_flight_finish_and_takes_no_new_ones() {
     assert!(reply.contains("1 delivered"), "{reply}");
     // A new transaction in the same session is turned away.
     smtp.command("MAIL FROM:<shop@example.org>", "421");
+    // The unsubscribe finishes too: 200, and it is recorded.
+    http.write_all(&body.as_bytes()[10..])
+        .expect("send the rest of the request");
+    let mut response = String::new();
+    let _ = http.read_to_string(&mut response);
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "the unsubscribe in flight got {response:?}"
+    );
 
     let status = wait_exit(&mut server, Duration::from_secs(20));
     assert!(status.success(), "veto serve exited with {status}");
@@ -618,6 +650,8 @@ fn sigterm_lets_the_smtp_transaction_in_flight_finish_and_takes_no_new_ones() {
     // The receipt is in the store.
     let why = site.ok(&["why", "--message", "<sigterm-1@example.org>", "--json"]);
     assert!(why.contains("sam@example.com"), "{why}");
+    let sam = site.why_json("sam@example.com");
+    assert_eq!(sam["decision"], "denied", "{sam:#}");
 }
 
 #[test]
