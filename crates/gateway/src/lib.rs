@@ -61,6 +61,9 @@ pub struct Gateway {
     connections: limits::Connections,
     /// The personal copies: links, footer and DKIM from `config`.
     copies: veto_sender::CopyMaker,
+    /// Set when the listeners stop: transactions in flight finish, no new
+    /// one starts (`421 4.3.2` at MAIL).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
@@ -80,7 +83,18 @@ impl Gateway {
             receipts: OnceLock::new(),
             cache: cache::Cache::default(),
             connections,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Stops new transactions in sessions still open (a listener stopping).
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Where receipts and relayed copies are committed, in groups.

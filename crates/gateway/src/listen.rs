@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use veto_store::metrics;
 
 use crate::Gateway;
 
@@ -70,6 +71,13 @@ impl Kind {
             Kind::Inbound => "inbound SMTP",
         }
     }
+
+    fn metrics(self) -> metrics::Listener {
+        match self {
+            Kind::Submission => metrics::Listener::Submission,
+            Kind::Inbound => metrics::Listener::Inbound,
+        }
+    }
 }
 
 async fn serve(
@@ -94,9 +102,11 @@ async fn serve(
                                 Kind::Submission => gateway.session(stream, peer.ip()),
                                 Kind::Inbound => gateway.inbound_session(stream, peer.ip()),
                             };
+                            let active = metrics::session_started(kind.metrics());
                             sessions.spawn(async move {
                                 // Held until the session ends.
                                 let _permit = permit;
+                                let _active = active;
                                 if let Err(e) = session.run().await {
                                     tracing::debug!(%peer, error = %e, "{name} session ended with an error");
                                 }
@@ -104,6 +114,7 @@ async fn serve(
                         }
                         Err(reply) => {
                             tracing::warn!(%peer, reply = %reply, "{name} connection refused");
+                            metrics::connection_refused(kind.metrics());
                             sessions.spawn(crate::limits::refuse(stream, reply));
                         }
                     }
@@ -118,6 +129,7 @@ async fn serve(
         }
     }
     drop(listener);
+    gateway.drain();
     if sessions.is_empty() {
         return;
     }

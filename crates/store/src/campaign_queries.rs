@@ -315,8 +315,10 @@ pub(crate) async fn record_recipients(
             qb.build().execute(&mut *tx).await?;
         }
     }
-    insert_receipts(&mut tx, &receipts.iter().collect::<Vec<_>>()).await?;
+    let receipts: Vec<&NewReceipt> = receipts.iter().collect();
+    insert_receipts(&mut tx, &receipts).await?;
     tx.commit().await?;
+    count_receipts(&receipts);
     Ok(())
 }
 

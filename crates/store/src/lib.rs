@@ -9,6 +9,7 @@ pub mod export;
 pub mod fence;
 pub mod guard;
 mod inbound;
+pub mod metrics;
 mod model;
 pub mod receipt_log;
 
@@ -59,6 +60,7 @@ macro_rules! backend {
             include!("campaign_queries.rs");
             include!("staff_queries.rs");
             include!("tps_queries.rs");
+            include!("retention_queries.rs");
         }
     };
 }
@@ -84,6 +86,10 @@ macro_rules! dispatch {
 
 mod campaign;
 pub use campaign::*;
+mod retention;
+pub use retention::{
+    EvidencePurged, Inspection, PurgeReport, Retention, inspect_sqlite, sqlite_single_file,
+};
 mod staff;
 pub use staff::*;
 mod tps;
@@ -248,7 +254,10 @@ impl Store {
         email: &EmailAddress,
         now: Timestamp,
     ) -> Result<(Option<ContactId>, ConsentState)> {
-        dispatch!(self, load_state(email, now))
+        let started = std::time::Instant::now();
+        let state = dispatch!(self, load_state(email, now));
+        metrics::observe(metrics::Op::GuardRead, started.elapsed());
+        state
     }
 
     /// [`Store::load_state`] for several addresses at once, in order.
@@ -260,7 +269,10 @@ impl Store {
         if emails.is_empty() {
             return Ok(Vec::new());
         }
-        dispatch!(self, load_states(emails, now))
+        let started = std::time::Instant::now();
+        let states = dispatch!(self, load_states(emails, now));
+        metrics::observe(metrics::Op::GuardRead, started.elapsed());
+        states
     }
 
     /// Creates or updates a contact without a consent event. An address on
@@ -384,7 +396,10 @@ impl Store {
     /// Receipts, relayed copies and service volume of several messages, in
     /// one transaction (see [`ReceiptLog`] for committing them in groups).
     pub async fn record_deliveries(&self, deliveries: Vec<Delivery>) -> Result<()> {
-        dispatch!(self, record_deliveries(deliveries))
+        let started = std::time::Instant::now();
+        let done = dispatch!(self, record_deliveries(deliveries));
+        metrics::observe(metrics::Op::ReceiptCommit, started.elapsed());
+        done
     }
 
     /// The recipients of `message_key` that upstream accepted since `since`.

@@ -75,6 +75,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (4, include_str!("migrations/postgres_0004.sql")),
         (5, include_str!("migrations/postgres_0005.sql")),
         (7, include_str!("migrations/postgres_0007.sql")),
+        (11, include_str!("migrations/postgres_0011.sql")),
         (12, include_str!("migrations/postgres_0012.sql")),
     ]
 } else {
@@ -85,6 +86,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (4, include_str!("migrations/sqlite_0004.sql")),
         (5, include_str!("migrations/sqlite_0005.sql")),
         (7, include_str!("migrations/sqlite_0007.sql")),
+        (11, include_str!("migrations/sqlite_0011.sql")),
         (12, include_str!("migrations/sqlite_0012.sql")),
     ]
 };
@@ -496,12 +498,15 @@ struct PdRow {
 }
 
 pub(crate) async fn append(b: &Backend, items: Vec<Append>, dry_run: bool) -> Result<Vec<AppendOutcome>> {
+    let started = std::time::Instant::now();
     let mut batch = batch(b).await?;
     let out = batch.append(items).await?;
     if dry_run {
         batch.tx.rollback().await?;
     } else {
         batch.tx.commit().await?;
+        batch.tally.publish();
+        crate::metrics::observe(crate::metrics::Op::LedgerAppend, started.elapsed());
     }
     Ok(out)
 }
@@ -510,19 +515,23 @@ pub(crate) async fn append(b: &Backend, items: Vec<Append>, dry_run: bool) -> Re
 pub struct BatchTx {
     b: Backend,
     tx: Tx,
+    /// Unsubscribes recorded, counted in `/metrics` once committed.
+    tally: crate::metrics::Tally,
 }
 
 pub(crate) async fn batch(b: &Backend) -> Result<BatchTx> {
-    Ok(BatchTx { b: b.clone(), tx: begin(b).await? })
+    Ok(BatchTx { b: b.clone(), tx: begin(b).await?, tally: Default::default() })
 }
 
 impl BatchTx {
     pub(crate) async fn append(&mut self, items: Vec<Append>) -> Result<Vec<AppendOutcome>> {
-        append_in(&self.b, &mut self.tx, items).await
+        append_in(&self.b, &mut self.tx, items, &mut self.tally).await
     }
 
     pub(crate) async fn commit(self) -> Result<()> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await?;
+        self.tally.publish();
+        Ok(())
     }
 
     pub(crate) async fn rollback(self) -> Result<()> {
@@ -530,7 +539,12 @@ impl BatchTx {
     }
 }
 
-async fn append_in(b: &Backend, tx: &mut Tx, items: Vec<Append>) -> Result<Vec<AppendOutcome>> {
+async fn append_in(
+    b: &Backend,
+    tx: &mut Tx,
+    items: Vec<Append>,
+    tally: &mut crate::metrics::Tally,
+) -> Result<Vec<AppendOutcome>> {
     if items.is_empty() {
         return Ok(vec![]);
     }
@@ -686,6 +700,7 @@ async fn append_in(b: &Backend, tx: &mut Tx, items: Vec<Append>) -> Result<Vec<A
         let hash = rec.hash().to_vec();
         *head = (rec.seq, hash.clone());
         w.state.apply(&it.event.with_id(veto_core::EventId(id)));
+        tally.note(&it.event.kind, it.event.source);
         events.push((rec, hash));
         outcomes.push(AppendOutcome::Recorded { contact: ContactId(w.id), event: veto_core::EventId(id), created });
     }
@@ -1187,7 +1202,7 @@ pub(crate) async fn erase(b: &Backend, email: &EmailAddress, actor: &str, at: Ti
         evidence: Evidence::default(),
         actor: actor.to_owned(),
     };
-    let event = match append_in(b, &mut tx, vec![item]).await?.pop() {
+    let event = match append_in(b, &mut tx, vec![item], &mut Default::default()).await?.pop() {
         Some(AppendOutcome::Recorded { event, .. }) => event,
         Some(AppendOutcome::Refused(r)) => return Err(StoreError::Invalid(format!("cannot erase: {}", crate::refusal_text(&r)))),
         None => return Err(StoreError::Corrupt("erasure produced no outcome".into())),
@@ -1432,7 +1447,15 @@ pub(crate) async fn record_deliveries(b: &Backend, deliveries: Vec<Delivery>) ->
     }
     insert_receipts(&mut tx, &receipts).await?;
     tx.commit().await?;
+    count_receipts(&receipts);
     Ok(())
+}
+
+/// Counts committed receipts in `/metrics`.
+fn count_receipts(receipts: &[&NewReceipt]) {
+    for r in receipts {
+        crate::metrics::count_receipt(r.allowed, &r.class, r.reason.as_deref());
+    }
 }
 
 async fn insert_receipts(tx: &mut Tx, receipts: &[&NewReceipt]) -> Result<()> {
@@ -1521,7 +1544,8 @@ pub(crate) async fn verify(b: &Backend) -> Result<VerifyReport> {
         let mut expected = 1i64;
         loop {
             let rows = sqlx::query(
-                "SELECT e.*, pd.salt AS pd_salt, pd.body AS pd_body, pd.hash AS pd_row_hash, c.erased_at AS erased_at \
+                "SELECT e.*, pd.salt AS pd_salt, pd.body AS pd_body, pd.hash AS pd_row_hash, \
+                 pd.evidence_purged_at AS pd_purged_at, pd.purged_hash AS pd_purged_hash, c.erased_at AS erased_at \
                  FROM events e LEFT JOIN personal_data pd ON pd.id = e.pd_id LEFT JOIN contacts c ON c.id = e.contact_id \
                  WHERE e.partition = $1 AND e.seq >= $2 ORDER BY e.seq LIMIT $3",
             )
@@ -1567,11 +1591,22 @@ pub(crate) async fn verify(b: &Backend) -> Result<VerifyReport> {
                     let body: Option<String> = r.try_get("pd_body")?;
                     let row_hash: Option<Vec<u8>> = r.try_get("pd_row_hash")?;
                     let erased: Option<i64> = r.try_get("erased_at")?;
+                    let purged: Option<i64> = r.try_get("pd_purged_at")?;
+                    let purged_hash: Option<Vec<u8>> = r.try_get("pd_purged_hash")?;
                     match (salt, body) {
                         (Some(salt), Some(body)) => {
                             report.personal_rows_checked += 1;
                             let h = personal_hash(&salt, &body).to_vec();
-                            if Some(&h) != rec.pd_hash.as_ref() || Some(&h) != row_hash.as_ref() {
+                            // After the retention purge the row holds less than
+                            // the event's hash covers: it is still the row the
+                            // event names (`hash`), and what is left matches the
+                            // hash the purge wrote.
+                            let intact = if purged.is_some() {
+                                row_hash.is_some() && row_hash == rec.pd_hash && Some(&h) == purged_hash.as_ref()
+                            } else {
+                                Some(&h) == rec.pd_hash.as_ref() && Some(&h) == row_hash.as_ref()
+                            };
+                            if !intact {
                                 report.problems.push(problem(
                                     Some(rec.id),
                                     Some(rec.seq),
@@ -1764,7 +1799,7 @@ pub(crate) async fn confirm_signup(
         evidence: Evidence { wording: Some(s.wording.0), ip: ip.clone(), user_agent: user_agent.clone(), form_url: s.form_url },
         actor: "person".into(),
     };
-    match append_in(b, &mut tx, vec![item]).await?.pop() {
+    match append_in(b, &mut tx, vec![item], &mut Default::default()).await?.pop() {
         Some(AppendOutcome::Recorded { contact, event, .. }) => {
             sqlx::query(
                 "UPDATE signups SET confirmed_at = $1, confirm_ip = $2, confirm_user_agent = $3, event_id = $4 WHERE id = $5",
@@ -2001,7 +2036,8 @@ pub(crate) async fn record_inbound(b: &Backend, r: NewInboundReport, limit: Soft
             feedback(EventKind::HardBounce, "feedback:soft-bounces")
         }
     };
-    match append_in(b, &mut tx, vec![item]).await?.pop() {
+    let mut tally = crate::metrics::Tally::default();
+    match append_in(b, &mut tx, vec![item], &mut tally).await?.pop() {
         Some(AppendOutcome::Recorded { event, .. }) => {
             if r.kind == InboundKind::SoftBounce {
                 sqlx::query(
@@ -2017,6 +2053,7 @@ pub(crate) async fn record_inbound(b: &Backend, r: NewInboundReport, limit: Soft
                 sqlx::query("UPDATE inbound_reports SET event_id = $1 WHERE id = $2").bind(event.0).bind(id).execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            tally.publish();
             Ok(InboundOutcome::Recorded { event })
         }
         Some(AppendOutcome::Refused(refusal)) => {

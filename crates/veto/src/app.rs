@@ -17,7 +17,11 @@ pub struct App {
 impl App {
     /// Loads the configuration (every problem at once) and opens the store.
     pub async fn open(explicit: Option<&std::path::Path>) -> Result<App> {
-        let config = load_config(explicit)?;
+        App::open_with(load_config(explicit)?).await
+    }
+
+    /// Opens the store of a configuration already loaded.
+    pub async fn open_with(config: Config) -> Result<App> {
         let store = open_store(&config).await?;
         Ok(App {
             config,

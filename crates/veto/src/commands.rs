@@ -66,6 +66,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dkim(cmd) => crate::dkim::run(cfg, cmd),
         Command::Campaign(cmd) => crate::campaign_cmd::run(&App::open(cfg).await?, cmd).await,
         Command::Tps(cmd) => crate::tps_cmd::run(&App::open(cfg).await?, cmd).await,
+        Command::Backup { file } => crate::ops::backup(cfg, &file).await,
+        Command::Restore { file, replace } => crate::ops::restore(cfg, &file, replace).await,
+        Command::Purge { dry_run, json } => {
+            crate::ops::purge(&App::open(cfg).await?, dry_run, json).await
+        }
     }
 }
 
@@ -204,7 +209,16 @@ fn check_gateway(c: &config::Config) -> bool {
 // ---- serve and link -------------------------------------------------------------------
 
 async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
-    let app = App::open(cfg).await?;
+    let config = app::load_config(cfg)?;
+    // One `veto serve` per SQLite store, and no `veto restore` under it.
+    let _lock = match config.store.database_path() {
+        Some(_) => Some(crate::ops::DataLock::take(
+            &config.store.data_dir,
+            "veto serve",
+        )?),
+        None => None,
+    };
+    let app = App::open_with(config).await?;
     app::init_logging(&app.config);
     let mailer = app::mailer(&app)?;
     let gateway = app::gateway(&app)?;
@@ -228,7 +242,8 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
         std::sync::Arc::clone(&campaigns),
         outbound,
         app::service_settings(&app.config),
-    );
+    )
+    .with_metrics_access(crate::ops::metrics_access(&app.config));
     let listener = tokio::net::TcpListener::bind(app.config.web.listen)
         .await
         .with_context(|| format!("cannot listen on [web] listen = {}", app.config.web.listen))?;
@@ -301,8 +316,13 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
     };
     // Campaigns: the chunk in hand finishes, then the sender stops.
     let sending = std::sync::Arc::clone(&campaigns).run(stop_rx.clone());
+    let purging = crate::ops::purge_daily(
+        app.store.clone(),
+        crate::ops::retention(&app.config),
+        stop_rx.clone(),
+    );
     let smtp = veto_gateway::listen(smtp, gateway, stopped(stop_rx));
-    let (web, (), (), ()) = tokio::join!(web, smtp, inbound, sending);
+    let (web, (), (), (), ()) = tokio::join!(web, smtp, inbound, sending, purging);
     signal.abort();
     app.store.close().await;
     web.context("the web server failed")?;

@@ -66,6 +66,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub service: ServiceConfig,
     pub campaigns: CampaignsConfig,
+    pub retention: RetentionConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
     /// The file that was read, if any.
     pub source: Option<PathBuf>,
@@ -364,6 +366,56 @@ impl Default for CampaignsConfig {
             brake_min_sample: 1_000,
             daily_cap_per_topic: 0,
             daily_cap_per_key: 0,
+        }
+    }
+}
+
+/// How long records are kept (`veto purge`, and daily in `veto serve`).
+/// Suppression entries and ledger events are kept for ever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Receipts (`None`: for ever); at least 31 days, which frequency limits look back.
+    pub receipts: Option<Duration>,
+    /// IP addresses and user agents kept as evidence (`None`: for ever).
+    pub evidence: Option<Duration>,
+    /// Which copies the MTA took, against duplicates on a tool's retry
+    /// (1 to 7 days; the gateway looks back 7).
+    pub relay_records: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            receipts: None,
+            evidence: None,
+            relay_records: veto_store::receipt_log::RELAY_MEMORY,
+        }
+    }
+}
+
+/// Who may read `GET /metrics` on the web listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Client networks that may; empty: none by address.
+    pub allowed_networks: Vec<IpCidr>,
+    /// Empty: no token; otherwise `Authorization: Bearer <token>` may, from anywhere.
+    pub bearer_token: Secret,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_networks: vec![
+                IpCidr {
+                    addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
+                    prefix_len: 8,
+                },
+                IpCidr {
+                    addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    prefix_len: 128,
+                },
+            ],
+            bearer_token: Secret::default(),
         }
     }
 }
@@ -793,6 +845,8 @@ impl<'i> Ctx<'i> {
             policy: read_policy(&mut self.section("policy")),
             service: read_service(&mut self.section("service")),
             campaigns: read_campaigns(&mut self.section("campaigns")),
+            retention: read_retention(&mut self.section("retention")),
+            metrics: read_metrics(&mut self.section("metrics")),
             log: read_log(&mut self.section("log")),
             source,
         };
@@ -1569,6 +1623,62 @@ fn parse_percent(v: &str) -> Result<u32, String> {
     Ok((n * 10_000.0).round() as u32)
 }
 
+fn read_retention(s: &mut SectionReader<'_, '_>) -> RetentionConfig {
+    const DAY: u64 = 86_400;
+    let d = RetentionConfig::default();
+    let config = RetentionConfig {
+        receipts: s.parsed("receipts", d.receipts, |v| {
+            let keep = parse_keep(v)?;
+            if keep.is_some_and(|k| k < Duration::from_secs(31 * DAY)) {
+                return Err(format!(
+                    "{v:?} is too short: frequency limits count the sends of the last 31 days from receipts; use \"31 days\" or more, or \"forever\""
+                ));
+            }
+            Ok(keep)
+        }),
+        evidence: s.parsed("evidence", d.evidence, parse_keep),
+        relay_records: s.parsed("relay_records", d.relay_records, |v| {
+            let keep = parse_window(v)?;
+            if keep < Duration::from_secs(DAY) || keep > veto_store::receipt_log::RELAY_MEMORY {
+                return Err(format!(
+                    "{v:?} is out of range: between \"1 day\" and \"7 days\" (the gateway looks back 7 days when a tool retries)"
+                ));
+            }
+            Ok(keep)
+        }),
+    };
+    s.finish();
+    config
+}
+
+/// `"forever"` (`None`), or a duration like `"400 days"` or `"104 weeks"`.
+fn parse_keep(v: &str) -> Result<Option<Duration>, String> {
+    if v.trim().eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    parse_window(v)
+        .map(Some)
+        .map_err(|e| format!("{e}, or \"forever\""))
+}
+
+fn read_metrics(s: &mut SectionReader<'_, '_>) -> MetricsConfig {
+    let d = MetricsConfig::default();
+    let config = MetricsConfig {
+        allowed_networks: s.list("allowed_networks", d.allowed_networks, None, IpCidr::parse),
+        bearer_token: s.secret("bearer_token", |v| {
+            if !v.is_empty() && v.chars().count() < 16 {
+                Err("must be empty (no token) or at least 16 characters long".to_owned())
+            } else if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Err("must not contain spaces or control characters".to_owned())
+            } else {
+                Ok(())
+            }
+        }),
+    };
+    s.finish();
+    config
+}
+
 fn read_log(s: &mut SectionReader<'_, '_>) -> LogConfig {
     let d = LogConfig::default();
     let config = LogConfig {
@@ -1941,6 +2051,23 @@ bulk_window = "24h"
 [service.types]
 # billing = "Bills and receipts for things you bought"
 # security = "Security alerts about your account"
+
+[retention]
+# How long records are kept; "forever", or a span like "400 days" or "104 weeks". `veto serve` purges
+# older ones once a day, `veto purge` now. Suppression entries and the ledger's events are always kept.
+# Receipts (why each person got, or did not get, each message): at least "31 days".
+receipts = "forever"
+# IP addresses and user agents recorded as evidence with consent events, signups and mail to veto:
+# blanked after this; the event, its wording, time and source stay, and the hash chain still verifies.
+evidence = "forever"
+# Which copies the MTA took, so that a tool's retry is not delivered twice: "1 day" to "7 days".
+relay_records = "7 days"
+
+[metrics]
+# Who may read GET /metrics (Prometheus text) on [web] listen: these client networks, ...
+allowed_networks = ["127.0.0.0/8", "::1/128"]
+# ... or anyone sending "Authorization: Bearer <token>"; empty = no token. Set it with VETO_METRICS__BEARER_TOKEN.
+bearer_token = ""
 
 [log]
 # Log format: "text" for people, "json" for log collectors.

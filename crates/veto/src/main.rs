@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod dkim;
 mod import;
+mod ops;
 mod tls;
 mod tps_cmd;
 
@@ -82,6 +83,32 @@ enum Command {
     /// Telephone preference lists (TPS, CTPS) that marketing calls are screened against.
     #[command(subcommand)]
     Tps(tps_cmd::TpsCmd),
+    /// Copy the SQLite store to FILE while veto runs, and check the copy
+    /// (PostgreSQL: use pg_dump, see the README).
+    Backup {
+        /// A new file (never overwritten).
+        file: PathBuf,
+    },
+    /// Put a backup in place of the SQLite store, after checking it: SQLite's
+    /// integrity check, its schema version, and every hash chain. Refused
+    /// while `veto serve` runs.
+    Restore {
+        /// A file written by `veto backup`.
+        file: PathBuf,
+        /// Replace the store that is there now (it is kept beside it, renamed).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Delete receipts and relay records, and blank evidence, older than
+    /// `[retention]` allows (`veto serve` does this daily). Suppression
+    /// entries and ledger events are kept for ever.
+    Purge {
+        /// Count what would go, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -11,6 +11,7 @@ mod error;
 mod group_commit;
 mod i18n;
 mod limiter;
+mod metrics;
 mod pages;
 mod preferences;
 mod request_link;
@@ -31,6 +32,7 @@ pub use api::roles::{EndpointRoles, TABLE as ROLE_TABLE, markdown_table as roles
 pub use client::TrustedProxies;
 pub use error::WebError;
 pub use group_commit::GroupCommit;
+pub use metrics::MetricsAccess;
 
 /// Who the organisation is: shown on every page.
 #[derive(Debug, Clone, Default)]
@@ -64,6 +66,7 @@ struct Inner {
     commits: GroupCommit,
     limiter: limiter::Limiter,
     sending: Sending,
+    metrics: MetricsAccess,
 }
 
 /// What sends campaigns and service messages, when this server does.
@@ -101,6 +104,7 @@ impl AppState {
                 commits,
                 limiter: limiter::Limiter::default(),
                 sending: Sending::default(),
+                metrics: MetricsAccess::default(),
             }),
         })
     }
@@ -127,6 +131,29 @@ impl AppState {
         AppState {
             inner: Arc::new(inner),
         }
+    }
+
+    /// This state, with `/metrics` open to `access` (by default: this
+    /// machine only). Call before serving.
+    pub fn with_metrics_access(self, access: MetricsAccess) -> AppState {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.metrics = access;
+                AppState {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(shared) => {
+                tracing::error!(
+                    "with_metrics_access called on a state already in use; /metrics stays local"
+                );
+                AppState { inner: shared }
+            }
+        }
+    }
+
+    pub(crate) fn metrics_access(&self) -> &MetricsAccess {
+        &self.inner.metrics
     }
 
     pub fn campaigns(&self) -> Option<&Arc<veto_sender::campaign::Campaigns>> {
@@ -266,6 +293,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/static/veto.css", get(pages::stylesheet))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
         .merge(api::routes(&state))
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(security_headers))

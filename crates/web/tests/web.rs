@@ -694,6 +694,16 @@ async fn healthz_says_ok() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn healthz_says_unavailable_when_the_store_does_not_answer() {
+    for app in apps().await {
+        let db = app.name();
+        app.store.close().await;
+        let res = app.get(&format!("{}/healthz", app.base)).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{db}");
+    }
+}
+
 // Beyond the list: small things a person or a mail client would notice.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -176,6 +176,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 mechanism,
                 initial_response,
             } => self.handle_auth(mechanism, &initial_response).await?,
+            Request::Mail { .. } if self.gateway.is_draining() => {
+                // Shutting down: the transaction in flight has finished; the
+                // client retries the next one elsewhere or after the restart.
+                self.reply(Reply::new(
+                    421,
+                    "4.3.2",
+                    "veto is shutting down; try again later",
+                ));
+                self.state = State::Quit;
+            }
             Request::Mail { from } => self.handle_mail(&from),
             Request::Rcpt { to } if inbound => self.inbound_rcpt(&to.address).await,
             Request::Rcpt { to } => self.handle_rcpt(&to.address).await,
