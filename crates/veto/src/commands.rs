@@ -215,6 +215,7 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
         );
     }
     let outbound = app::outbound(&app)?;
+    let webhooks = app::webhooks(&app.config)?;
     let campaigns =
         veto_sender::campaign::Campaigns::new(outbound.clone(), app::campaign_settings(&app));
     let state = veto_web::AppState::with_mailer(
@@ -227,7 +228,8 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
         std::sync::Arc::clone(&campaigns),
         outbound,
         app::service_settings(&app.config),
-    );
+    )
+    .with_webhooks(webhooks);
     let listener = tokio::net::TcpListener::bind(app.config.web.listen)
         .await
         .with_context(|| format!("cannot listen on [web] listen = {}", app.config.web.listen))?;

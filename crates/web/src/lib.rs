@@ -15,6 +15,7 @@ mod pages;
 mod preferences;
 mod request_link;
 mod unsubscribe;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use api::roles::{EndpointRoles, TABLE as ROLE_TABLE, markdown_table as roles
 pub use client::TrustedProxies;
 pub use error::WebError;
 pub use group_commit::GroupCommit;
+pub use webhooks::Webhooks;
 
 /// Who the organisation is: shown on every page.
 #[derive(Debug, Clone, Default)]
@@ -64,6 +66,8 @@ struct Inner {
     commits: GroupCommit,
     limiter: limiter::Limiter,
     sending: Sending,
+    /// Provider feedback receivers (`/webhooks/…`); `None`: all answer 404.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 /// What sends campaigns and service messages, when this server does.
@@ -101,6 +105,7 @@ impl AppState {
                 commits,
                 limiter: limiter::Limiter::default(),
                 sending: Sending::default(),
+                webhooks: None,
             }),
         })
     }
@@ -127,6 +132,29 @@ impl AppState {
         AppState {
             inner: Arc::new(inner),
         }
+    }
+
+    /// This state, also taking provider feedback (`/webhooks/ses`,
+    /// `/sendgrid`, `/postmark`) for the receivers `webhooks` turns on.
+    /// Call before serving.
+    pub fn with_webhooks(self, webhooks: Webhooks) -> AppState {
+        let mut inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => {
+                tracing::error!(
+                    "with_webhooks called on a state already in use; webhooks stay off"
+                );
+                return AppState { inner: shared };
+            }
+        };
+        inner.webhooks = Some(Arc::new(webhooks));
+        AppState {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub(crate) fn webhooks(&self) -> Option<&Arc<Webhooks>> {
+        self.inner.webhooks.as_ref()
     }
 
     pub fn campaigns(&self) -> Option<&Arc<veto_sender::campaign::Campaigns>> {
@@ -267,6 +295,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/veto.css", get(pages::stylesheet))
         .route("/healthz", get(healthz))
         .merge(api::routes(&state))
+        .merge(webhooks::routes())
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
