@@ -2648,9 +2648,6 @@ empty = ""
             "bulk_window",
             "format",
             "level",
-            "[webhooks.ses]",
-            "[webhooks.sendgrid]",
-            "[webhooks.postmark]",
             "enabled",
             "topic_arns",
             "certificate_hosts",
@@ -2660,6 +2657,16 @@ empty = ""
             "# security",
         ] {
             assert!(text.contains(&format!("\n{key} = ")), "{key} missing");
+        }
+        for section in [
+            "[webhooks.ses]",
+            "[webhooks.sendgrid]",
+            "[webhooks.postmark]",
+        ] {
+            assert!(
+                text.contains(&format!("\n{section}\n")),
+                "{section} missing"
+            );
         }
     }
 

@@ -812,7 +812,11 @@ async fn sendgrid_events_become_ledger_events_once() {
         assert_eq!(answer["ignored"], 2, "{db}: {answer}");
         assert_eq!(answer["unknown_addresses"], 1, "{db}: {answer}");
         let hard = (EventKind::HardBounce, "feedback:sendgrid".to_owned());
-        assert_eq!(app.feedback(JANE).await, [hard.clone()], "{db}");
+        assert_eq!(
+            app.feedback(JANE).await,
+            std::slice::from_ref(&hard),
+            "{db}"
+        );
         assert_eq!(app.feedback(MARY).await, [hard], "{db}");
         assert_eq!(
             app.feedback(RICHARD).await,
