@@ -141,3 +141,105 @@ pub struct InboundReport {
     pub reporting_mta: Option<String>,
     pub feedback_type: Option<String>,
 }
+
+/// A mail service that posts feedback to veto's webhooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Amazon SES, through SNS notifications.
+    Ses,
+    SendGrid,
+    Postmark,
+}
+
+impl Provider {
+    /// How the `provider` column, report keys and actors spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Ses => "ses",
+            Provider::SendGrid => "sendgrid",
+            Provider::Postmark => "postmark",
+        }
+    }
+}
+
+/// What a provider says happened to one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderFeedback {
+    /// The receiving server refused the address for good.
+    HardBounce,
+    /// A temporary failure; counted like a DSN soft bounce.
+    SoftBounce,
+    /// The person reported the message as spam.
+    Complaint,
+}
+
+impl ProviderFeedback {
+    fn inbound_kind(self) -> InboundKind {
+        match self {
+            ProviderFeedback::HardBounce => InboundKind::HardBounce,
+            ProviderFeedback::SoftBounce => InboundKind::SoftBounce,
+            ProviderFeedback::Complaint => InboundKind::Complaint,
+        }
+    }
+}
+
+/// One address in a provider event, with the evidence the provider gave.
+#[derive(Debug, Clone)]
+pub struct ProviderRecipient {
+    pub email: EmailAddress,
+    pub feedback: ProviderFeedback,
+    /// The bounce's status (`5.1.1`), if given.
+    pub status: Option<String>,
+    /// The receiving server's reply or the provider's description.
+    pub diagnostic: Option<String>,
+    /// The provider's id of the message that bounced or was reported.
+    pub message_id: Option<String>,
+    /// The complaint's feedback type (`abuse`), if given.
+    pub feedback_type: Option<String>,
+}
+
+/// One event a provider posted: recorded once per `(provider, event_id)`.
+#[derive(Debug, Clone)]
+pub struct ProviderEvent {
+    pub provider: Provider,
+    /// The provider's own id (SES `feedbackId`, SendGrid `sg_event_id`,
+    /// Postmark `ID`).
+    pub event_id: String,
+    /// The provider's name for it (`Bounce`, `spamreport`, ...).
+    pub event_type: String,
+    pub received_at: Timestamp,
+    /// Who posted it.
+    pub peer_ip: Option<String>,
+    /// Usually one; an SES bounce may name several.
+    pub recipients: Vec<ProviderRecipient>,
+}
+
+/// What recording a provider event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderOutcome {
+    /// First time: what it did for each recipient, in order
+    /// ([`InboundOutcome::NoContact`] for an address veto does not know).
+    Recorded(Vec<InboundOutcome>),
+    /// This `(provider, event_id)` was recorded before; nothing new now.
+    Duplicate,
+}
+
+impl ProviderRecipient {
+    /// The `inbound_reports` row for this recipient of `event`.
+    pub(crate) fn report(&self, event: &ProviderEvent, contact: ContactId) -> NewInboundReport {
+        NewInboundReport {
+            contact,
+            key: format!("{}:{}", event.provider.name(), event.event_id),
+            kind: self.feedback.inbound_kind(),
+            received_at: event.received_at,
+            peer_ip: event.peer_ip.clone(),
+            envelope_from: None,
+            envelope_to: format!("webhook:{}", event.provider.name()),
+            message_id: self.message_id.clone(),
+            status: self.status.clone(),
+            diagnostic: self.diagnostic.clone(),
+            reporting_mta: Some(event.provider.name().to_owned()),
+            feedback_type: self.feedback_type.clone(),
+        }
+    }
+}

@@ -513,6 +513,17 @@ impl Store {
         dispatch!(self, record_inbound(report, limit))
     }
 
+    /// Records a provider's webhook event once per `(provider, event_id)`:
+    /// each known recipient's hard bounce or complaint (soft bounces count
+    /// towards `limit`, with the gateway's), in one transaction.
+    pub async fn record_provider_event(
+        &self,
+        event: ProviderEvent,
+        limit: SoftBounceLimit,
+    ) -> Result<ProviderOutcome> {
+        dispatch!(self, record_provider_event(event, limit))
+    }
+
     /// The mail a contact sent or caused to veto's own addresses, oldest first.
     pub async fn inbound_reports_of(&self, contact: ContactId) -> Result<Vec<InboundReport>> {
         dispatch!(self, inbound_reports_of(contact))

@@ -74,6 +74,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (3, include_str!("migrations/postgres_0003.sql")),
         (4, include_str!("migrations/postgres_0004.sql")),
         (5, include_str!("migrations/postgres_0005.sql")),
+        (6, include_str!("migrations/postgres_0006.sql")),
         (7, include_str!("migrations/postgres_0007.sql")),
         (11, include_str!("migrations/postgres_0011.sql")),
         (12, include_str!("migrations/postgres_0012.sql")),
@@ -85,6 +86,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (3, include_str!("migrations/sqlite_0003.sql")),
         (4, include_str!("migrations/sqlite_0004.sql")),
         (5, include_str!("migrations/sqlite_0005.sql")),
+        (6, include_str!("migrations/sqlite_0006.sql")),
         (7, include_str!("migrations/sqlite_0007.sql")),
         (11, include_str!("migrations/sqlite_0011.sql")),
         (12, include_str!("migrations/sqlite_0012.sql")),
@@ -105,7 +107,10 @@ pub(crate) async fn migrate(b: &Backend) -> Result<()> {
     if current > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema { found: current, supported: SCHEMA_VERSION });
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    // Every migration not yet applied, in order (not only those above the
+    // highest: one numbered between two applied ones still runs).
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM veto_schema").fetch_all(&mut *tx).await?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
         sqlx::raw_sql(AssertSqlSafe(*sql)).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO veto_schema (version, applied_at) VALUES ($1, $2)")
             .bind(version)
@@ -1972,13 +1977,43 @@ pub(crate) async fn approve(b: &Backend, id: i64, by: &str, by_owner: &str, at: 
 
 pub(crate) async fn record_inbound(b: &Backend, r: NewInboundReport, limit: SoftBounceLimit) -> Result<InboundOutcome> {
     let mut tx = begin(b).await?;
-    // One contact's mail at a time (SQLite's write lock does this already):
-    // two soft bounces at once must not both count four of five.
-    let sql = if IS_PG { "SELECT email FROM contacts WHERE id = $1 FOR UPDATE" } else { "SELECT email FROM contacts WHERE id = $1" };
-    let email: Option<Option<String>> = sqlx::query_scalar(sql).bind(r.contact.0).fetch_optional(&mut *tx).await?;
-    let Some(email) = email.flatten().and_then(|e| EmailAddress::parse(&e).ok()) else {
+    let Some(email) = lock_contact(&mut tx, r.contact).await? else {
         return Ok(InboundOutcome::NoContact);
     };
+    let actor = match r.kind {
+        InboundKind::Complaint => "feedback:arf",
+        _ => "feedback:dsn",
+    };
+    let mut tally = crate::metrics::Tally::default();
+    let outcome = record_inbound_in(b, &mut tx, r, email, limit, actor, &mut tally).await?;
+    if outcome != InboundOutcome::Duplicate {
+        tx.commit().await?;
+        tally.publish();
+    }
+    Ok(outcome)
+}
+
+/// The contact's address, locking the contact for this transaction (SQLite's
+/// write lock does this already): two soft bounces at once must not both
+/// count four of five. `None` if erased or unknown.
+async fn lock_contact(tx: &mut Tx, contact: ContactId) -> Result<Option<EmailAddress>> {
+    let sql = if IS_PG { "SELECT email FROM contacts WHERE id = $1 FOR UPDATE" } else { "SELECT email FROM contacts WHERE id = $1" };
+    let email: Option<Option<String>> = sqlx::query_scalar(sql).bind(contact.0).fetch_optional(&mut **tx).await?;
+    Ok(email.flatten().and_then(|e| EmailAddress::parse(&e).ok()))
+}
+
+/// Records one report and the ledger event it leads to, inside `tx`
+/// (the caller commits). `actor` names who reported a hard bounce or a
+/// complaint.
+async fn record_inbound_in(
+    b: &Backend,
+    tx: &mut Tx,
+    r: NewInboundReport,
+    email: EmailAddress,
+    limit: SoftBounceLimit,
+    actor: &str,
+    tally: &mut crate::metrics::Tally,
+) -> Result<InboundOutcome> {
     let at = r.received_at.as_microsecond();
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO inbound_reports (contact_id, report_key, kind, received_at, peer_ip, envelope_from, envelope_to, \
@@ -1998,7 +2033,7 @@ pub(crate) async fn record_inbound(b: &Backend, r: NewInboundReport, limit: Soft
     .bind(&r.diagnostic)
     .bind(&r.reporting_mta)
     .bind(&r.feedback_type)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let Some(id) = id else {
         return Ok(InboundOutcome::Duplicate);
@@ -2016,28 +2051,27 @@ pub(crate) async fn record_inbound(b: &Backend, r: NewInboundReport, limit: Soft
         InboundKind::Unsubscribe(scope) => {
             Append::withdrawal_by_person(email.clone(), scope, Source::Mailto, evidence.clone(), r.received_at)
         }
-        InboundKind::HardBounce => feedback(EventKind::HardBounce, "feedback:dsn"),
-        InboundKind::Complaint => feedback(EventKind::Complaint, "feedback:arf"),
+        InboundKind::HardBounce => feedback(EventKind::HardBounce, actor),
+        InboundKind::Complaint => feedback(EventKind::Complaint, actor),
         InboundKind::SoftBounce => {
-            // Soft bounces not yet part of a hard bounce, this one included.
+            // Soft bounces not yet part of a hard bounce, this one included,
+            // whichever way they came (DSN or a provider's webhook).
             let count: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM inbound_reports WHERE contact_id = $1 AND kind = 'soft_bounce' \
                  AND event_id IS NULL AND received_at > $2",
             )
             .bind(r.contact.0)
             .bind(since)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
             let count = u32::try_from(count).unwrap_or(u32::MAX);
             if count < limit.threshold {
-                tx.commit().await?;
                 return Ok(InboundOutcome::SoftBounceCounted { count, threshold: limit.threshold });
             }
             feedback(EventKind::HardBounce, "feedback:soft-bounces")
         }
     };
-    let mut tally = crate::metrics::Tally::default();
-    match append_in(b, &mut tx, vec![item], &mut tally).await?.pop() {
+    match append_in(b, tx, vec![item], tally).await?.pop() {
         Some(AppendOutcome::Recorded { event, .. }) => {
             if r.kind == InboundKind::SoftBounce {
                 sqlx::query(
@@ -2047,22 +2081,58 @@ pub(crate) async fn record_inbound(b: &Backend, r: NewInboundReport, limit: Soft
                 .bind(event.0)
                 .bind(r.contact.0)
                 .bind(since)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             } else {
-                sqlx::query("UPDATE inbound_reports SET event_id = $1 WHERE id = $2").bind(event.0).bind(id).execute(&mut *tx).await?;
+                sqlx::query("UPDATE inbound_reports SET event_id = $1 WHERE id = $2").bind(event.0).bind(id).execute(&mut **tx).await?;
             }
-            tx.commit().await?;
-            tally.publish();
             Ok(InboundOutcome::Recorded { event })
         }
-        Some(AppendOutcome::Refused(refusal)) => {
-            // Kept without an event: a second delivery is still a duplicate.
-            tx.commit().await?;
-            Ok(InboundOutcome::Refused(refusal))
-        }
+        // Kept without an event: a second delivery is still a duplicate.
+        Some(AppendOutcome::Refused(refusal)) => Ok(InboundOutcome::Refused(refusal)),
         None => Err(StoreError::Corrupt("an inbound report produced no outcome".into())),
     }
+}
+
+/// A provider's event, once per `(provider, event_id)`: the idempotency row,
+/// each known recipient's report and ledger event, all in one transaction.
+pub(crate) async fn record_provider_event(b: &Backend, e: ProviderEvent, limit: SoftBounceLimit) -> Result<ProviderOutcome> {
+    let mut tx = begin(b).await?;
+    let mut tally = crate::metrics::Tally::default();
+    let fresh: Option<String> = sqlx::query_scalar(
+        "INSERT INTO provider_events (provider, event_id, event_type, received_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (provider, event_id) DO NOTHING RETURNING provider",
+    )
+    .bind(e.provider.name())
+    .bind(&e.event_id)
+    .bind(&e.event_type)
+    .bind(e.received_at.as_microsecond())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if fresh.is_none() {
+        return Ok(ProviderOutcome::Duplicate);
+    }
+    let actor = format!("feedback:{}", e.provider.name());
+    let mut outcomes = Vec::with_capacity(e.recipients.len());
+    for recipient in &e.recipients {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM contacts WHERE email_key = $1")
+            .bind(recipient.email.key())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let locked = match id {
+            Some(id) => lock_contact(&mut tx, ContactId(id)).await?.map(|email| (ContactId(id), email)),
+            None => None,
+        };
+        let Some((contact, email)) = locked else {
+            outcomes.push(InboundOutcome::NoContact);
+            continue;
+        };
+        let report = recipient.report(&e, contact);
+        outcomes.push(record_inbound_in(b, &mut tx, report, email, limit, &actor, &mut tally).await?);
+    }
+    tx.commit().await?;
+    tally.publish();
+    Ok(ProviderOutcome::Recorded(outcomes))
 }
 
 pub(crate) async fn inbound_reports_of(b: &Backend, contact: ContactId) -> Result<Vec<InboundReport>> {

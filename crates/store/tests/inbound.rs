@@ -12,7 +12,8 @@ use veto_core::{
 };
 use veto_store::{
     Append, AppendOutcome, ContactInput, Evidence, InboundKind, InboundOutcome, NewInboundReport,
-    SoftBounceLimit, Store,
+    Provider, ProviderEvent, ProviderFeedback, ProviderOutcome, ProviderRecipient, SoftBounceLimit,
+    Store,
 };
 
 fn addr(s: &str) -> EmailAddress {
@@ -257,5 +258,103 @@ async fn soft_bounces_arriving_at_once_are_counted_exactly() {
                 ts.name
             );
         }
+    }
+}
+
+fn provider_event(id: &str, recipients: Vec<ProviderRecipient>) -> ProviderEvent {
+    ProviderEvent {
+        provider: Provider::Ses,
+        event_id: id.to_owned(),
+        event_type: "Bounce".into(),
+        received_at: Timestamp::now(),
+        peer_ip: Some("203.0.113.7".into()),
+        recipients,
+    }
+}
+
+fn provider_recipient(email: &str, feedback: ProviderFeedback) -> ProviderRecipient {
+    ProviderRecipient {
+        email: addr(email),
+        feedback,
+        status: Some("5.1.1".into()),
+        diagnostic: None,
+        message_id: None,
+        feedback_type: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_events_record_once_and_share_the_soft_bounce_count() {
+    for ts in helpers::stores().await {
+        let s = &ts.store;
+        let name = ts.name;
+        let ann = granted(s, "ann@example.com", Scope::All).await;
+        let bo = granted(s, "bo@example.com", Scope::All).await;
+
+        // One event, two recipients (one unknown): one transaction.
+        let event = provider_event(
+            "f-1",
+            vec![
+                provider_recipient("Ann@Example.com", ProviderFeedback::HardBounce),
+                provider_recipient("nobody@example.com", ProviderFeedback::HardBounce),
+            ],
+        );
+        let outcome = s.record_provider_event(event.clone(), LIMIT).await.unwrap();
+        let ProviderOutcome::Recorded(outcomes) = outcome else {
+            panic!("[{name}] {outcome:?}");
+        };
+        assert!(
+            matches!(outcomes[0], InboundOutcome::Recorded { .. }),
+            "[{name}] {outcomes:?}"
+        );
+        assert_eq!(outcomes[1], InboundOutcome::NoContact, "[{name}]");
+        let before = s.count_events().await.unwrap();
+        assert_eq!(
+            s.record_provider_event(event, LIMIT).await.unwrap(),
+            ProviderOutcome::Duplicate,
+            "[{name}]"
+        );
+        assert_eq!(s.count_events().await.unwrap(), before, "[{name}]");
+        assert_eq!(
+            recorded(s, ann).await,
+            vec![(
+                "hard_bounce".into(),
+                Source::Feedback,
+                "feedback:ses".into()
+            )],
+            "[{name}]"
+        );
+
+        // A DSN soft bounce and a provider's soft bounce count together.
+        assert!(matches!(
+            s.record_inbound(report(bo, "dsn-1", InboundKind::SoftBounce), LIMIT)
+                .await
+                .unwrap(),
+            InboundOutcome::SoftBounceCounted { count: 1, .. }
+        ));
+        let soft = provider_event(
+            "f-2",
+            vec![provider_recipient(
+                "bo@example.com",
+                ProviderFeedback::SoftBounce,
+            )],
+        );
+        let outcome = s.record_provider_event(soft, LIMIT).await.unwrap();
+        let ProviderOutcome::Recorded(outcomes) = outcome else {
+            panic!("[{name}] {outcome:?}");
+        };
+        assert!(
+            matches!(outcomes[0], InboundOutcome::Recorded { .. }),
+            "[{name}] {outcomes:?}"
+        );
+        assert_eq!(
+            recorded(s, bo).await,
+            vec![(
+                "hard_bounce".into(),
+                Source::Feedback,
+                "feedback:soft-bounces".into()
+            )],
+            "[{name}]"
+        );
     }
 }

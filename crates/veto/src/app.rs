@@ -97,6 +97,53 @@ pub fn policy_settings(config: &Config) -> PolicySettings {
     }
 }
 
+/// The provider feedback receivers `[webhooks.*]` turns on; provider soft
+/// bounces count with the gateway's (`[gateway] soft_bounce_threshold`).
+pub fn webhooks(config: &Config) -> Result<veto_web::Webhooks> {
+    use veto_web::webhooks::{
+        CertificateHost, PostmarkSettings, SendGridSettings, SesSettings, Trust,
+    };
+    let w = &config.feedback;
+    let mut hooks = veto_web::Webhooks::new(veto_store::SoftBounceLimit {
+        // The configuration has checked it is at least 1.
+        threshold: u32::try_from(config.gateway.soft_bounce_threshold).unwrap_or(u32::MAX),
+        window: config.gateway.soft_bounce_window,
+    });
+    if w.ses.enabled {
+        let trust = match &w.ses.ca_file {
+            Some(path) => Trust::Pem(std::fs::read(path).with_context(|| {
+                format!("[feedback.ses] ca_file: cannot read {}", path.display())
+            })?),
+            None => Trust::Platform,
+        };
+        let certificate_hosts = w
+            .ses
+            .certificate_hosts
+            .iter()
+            .map(|h| CertificateHost::parse(h).map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()
+            .context("[feedback.ses] certificate_hosts")?;
+        hooks = hooks.with_ses(SesSettings {
+            topic_arns: w.ses.topic_arns.clone(),
+            certificate_hosts,
+            trust,
+            timeout: w.ses.timeout,
+        })?;
+    }
+    if w.sendgrid.enabled {
+        let settings = SendGridSettings::new(&w.sendgrid.public_key, w.sendgrid.max_age)
+            .context("[feedback.sendgrid] public_key")?;
+        hooks = hooks.with_sendgrid(settings);
+    }
+    if w.postmark.enabled {
+        let settings = PostmarkSettings::new(&w.postmark.username, w.postmark.password.expose())
+            .map_err(anyhow::Error::msg)
+            .context("[feedback.postmark]")?;
+        hooks = hooks.with_postmark(settings);
+    }
+    Ok(hooks)
+}
+
 /// What the web side needs from the configuration.
 pub fn web_settings(config: &Config) -> veto_web::WebSettings {
     let o = &config.organisation;

@@ -230,6 +230,7 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
         );
     }
     let outbound = app::outbound(&app)?;
+    let webhooks = app::webhooks(&app.config)?;
     let campaigns =
         veto_sender::campaign::Campaigns::new(outbound.clone(), app::campaign_settings(&app));
     let state = veto_web::AppState::with_mailer(
@@ -243,7 +244,8 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
         outbound,
         app::service_settings(&app.config),
     )
-    .with_metrics_access(crate::ops::metrics_access(&app.config));
+    .with_metrics_access(crate::ops::metrics_access(&app.config))
+    .with_webhooks(webhooks);
     let listener = tokio::net::TcpListener::bind(app.config.web.listen)
         .await
         .with_context(|| format!("cannot listen on [web] listen = {}", app.config.web.listen))?;

@@ -47,6 +47,9 @@ const SECTIONS: &[&str] = &[
     "policy",
     "service",
     "campaigns",
+    "retention",
+    "metrics",
+    "feedback",
     "log",
 ];
 
@@ -68,6 +71,7 @@ pub struct Config {
     pub campaigns: CampaignsConfig,
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
+    pub feedback: FeedbackConfig,
     pub log: LogConfig,
     /// The file that was read, if any.
     pub source: Option<PathBuf>,
@@ -393,6 +397,41 @@ impl Default for RetentionConfig {
     }
 }
 
+/// `[feedback.ses]`, `[feedback.sendgrid]`, `[feedback.postmark]`: provider
+/// feedback receivers, each off until enabled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FeedbackConfig {
+    pub ses: SesHookConfig,
+    pub sendgrid: SendGridHookConfig,
+    pub postmark: PostmarkHookConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SesHookConfig {
+    pub enabled: bool,
+    /// The SNS topics whose notifications are taken; at least one when enabled.
+    pub topic_arns: Vec<String>,
+    /// Hosts signing certificates and subscription confirmations may come
+    /// from (over https): `*` is one DNS label, `:port` optional (else 443).
+    pub certificate_hosts: Vec<String>,
+    /// PEM certificates to trust instead of the platform's roots.
+    pub ca_file: Option<PathBuf>,
+    /// For each certificate fetch and subscription confirmation.
+    pub timeout: Duration,
+}
+
+impl Default for SesHookConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            topic_arns: Vec::new(),
+            certificate_hosts: vec!["sns.*.amazonaws.com".to_owned()],
+            ca_file: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Who may read `GET /metrics` on the web listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
@@ -418,6 +457,34 @@ impl Default for MetricsConfig {
             bearer_token: Secret::default(),
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendGridHookConfig {
+    pub enabled: bool,
+    /// The verification key SendGrid shows for its signed event webhook
+    /// (base64 of the DER public key, ECDSA P-256).
+    pub public_key: String,
+    /// How far the signed timestamp may be from now.
+    pub max_age: Duration,
+}
+
+impl Default for SendGridHookConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            public_key: String::new(),
+            max_age: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// Postmark's documented protection: HTTP Basic credentials in the URL.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PostmarkHookConfig {
+    pub enabled: bool,
+    pub username: String,
+    pub password: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -847,6 +914,7 @@ impl<'i> Ctx<'i> {
             campaigns: read_campaigns(&mut self.section("campaigns")),
             retention: read_retention(&mut self.section("retention")),
             metrics: read_metrics(&mut self.section("metrics")),
+            feedback: read_feedback(&mut self.section("feedback"), file_dir),
             log: read_log(&mut self.section("log")),
             source,
         };
@@ -1301,6 +1369,47 @@ impl<'i> SectionReader<'_, 'i> {
         }
     }
 
+    /// A table inside this section read as a section of its own, e.g.
+    /// `[feedback.ses]` (from the file, or `VETO_FEEDBACK__SES__KEY`).
+    fn subsection(&mut self, key: &str, name: &'static str) -> SectionReader<'_, 'i> {
+        let mut raw = RawSection::default();
+        if let Some(item) = self.take(key) {
+            match item.value.get_ref() {
+                DeValue::Table(table) => {
+                    raw.header = Some(item.key_span.clone());
+                    let origin = match item.origin {
+                        Origin::Env { var, .. } => Origin::Env { var, raw: None },
+                        Origin::File => Origin::File,
+                    };
+                    for (k, value) in table.iter() {
+                        let entry = Item {
+                            value: value.clone(),
+                            key_span: k.span(),
+                            origin,
+                        };
+                        raw.items.insert(k.get_ref().to_string(), entry);
+                    }
+                }
+                value => {
+                    let message = format!("expected a table [{name}], found {}", describe(value));
+                    self.problem(&item, None, &format!("[{name}]"), &message);
+                }
+            }
+        }
+        for ((k, sub), item) in std::mem::take(&mut self.raw.nested) {
+            if k == key {
+                raw.items.insert(sub, item);
+            } else {
+                self.raw.nested.insert((k, sub), item);
+            }
+        }
+        SectionReader {
+            ctx: &mut *self.ctx,
+            name,
+            raw,
+        }
+    }
+
     /// A problem of the section as a whole (keys that go together).
     fn section_problem(&mut self, message: String) {
         self.ctx.problems.push(message);
@@ -1603,6 +1712,101 @@ fn read_campaigns(s: &mut SectionReader<'_, '_>) -> CampaignsConfig {
         daily_cap_per_topic: s.count("daily_cap_per_topic", d.daily_cap_per_topic),
         daily_cap_per_key: s.count("daily_cap_per_key", d.daily_cap_per_key),
     };
+    s.finish();
+    config
+}
+
+fn read_feedback(s: &mut SectionReader<'_, '_>, file_dir: Option<&Path>) -> FeedbackConfig {
+    let config = FeedbackConfig {
+        ses: read_ses_hook(&mut s.subsection("ses", "feedback.ses"), file_dir),
+        sendgrid: read_sendgrid_hook(&mut s.subsection("sendgrid", "feedback.sendgrid")),
+        postmark: read_postmark_hook(&mut s.subsection("postmark", "feedback.postmark")),
+    };
+    s.finish();
+    config
+}
+
+fn read_ses_hook(s: &mut SectionReader<'_, '_>, file_dir: Option<&Path>) -> SesHookConfig {
+    let d = SesHookConfig::default();
+    let config = SesHookConfig {
+        enabled: s.boolean("enabled", d.enabled),
+        topic_arns: s.list("topic_arns", d.topic_arns, None, parse_topic_arn),
+        certificate_hosts: s.list(
+            "certificate_hosts",
+            d.certificate_hosts,
+            Some("must name at least one host (the default is [\"sns.*.amazonaws.com\"])"),
+            |v| veto_web::webhooks::CertificateHost::parse(v).map(|_| v.trim().to_owned()),
+        ),
+        ca_file: s.optional_file("ca_file", file_dir),
+        timeout: s.parsed("timeout", d.timeout, parse_window),
+    };
+    if config.enabled && config.topic_arns.is_empty() {
+        s.section_problem(
+            "[feedback.ses] topic_arns: must name your SNS topic(s) when enabled (anyone can publish through SNS; only your topics are taken)".to_owned(),
+        );
+    }
+    s.finish();
+    config
+}
+
+/// `arn:aws:sns:REGION:ACCOUNT:NAME` (any partition).
+fn parse_topic_arn(v: &str) -> Result<String, String> {
+    let parts: Vec<&str> = v.split(':').collect();
+    if parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "sns"
+        && parts[3..].iter().all(|p| !p.is_empty())
+    {
+        Ok(v.to_owned())
+    } else {
+        Err(format!(
+            "{v:?} is not an SNS topic ARN like \"arn:aws:sns:eu-west-1:123456789012:ses-feedback\""
+        ))
+    }
+}
+
+fn read_sendgrid_hook(s: &mut SectionReader<'_, '_>) -> SendGridHookConfig {
+    let d = SendGridHookConfig::default();
+    let config = SendGridHookConfig {
+        enabled: s.boolean("enabled", d.enabled),
+        public_key: s.parsed("public_key", d.public_key, |v| {
+            if v.trim().is_empty() {
+                return Ok(String::new());
+            }
+            veto_web::webhooks::SendGridSettings::new(v, Duration::from_secs(1))
+                .map(|_| v.trim().to_owned())
+                .map_err(|e| e.to_string())
+        }),
+        max_age: s.parsed("max_age", d.max_age, parse_window),
+    };
+    if config.enabled && config.public_key.is_empty() {
+        s.section_problem(
+            "[feedback.sendgrid] public_key: must be set when enabled (the verification key of SendGrid's signed event webhook)".to_owned(),
+        );
+    }
+    s.finish();
+    config
+}
+
+fn read_postmark_hook(s: &mut SectionReader<'_, '_>) -> PostmarkHookConfig {
+    let d = PostmarkHookConfig::default();
+    let config = PostmarkHookConfig {
+        enabled: s.boolean("enabled", d.enabled),
+        username: s.parsed("username", d.username, |v| {
+            if v.contains(':') || v.chars().any(char::is_control) {
+                Err("must not contain ':' or control characters (HTTP Basic)".to_owned())
+            } else {
+                Ok(v.to_owned())
+            }
+        }),
+        password: s.secret("password", |_| Ok(())),
+    };
+    if config.enabled && (config.username.is_empty() || config.password.is_empty()) {
+        s.section_problem(
+            "[feedback.postmark] username, password: both must be set when enabled (Postmark sends them as HTTP Basic credentials; set the password with VETO_FEEDBACK__POSTMARK__PASSWORD)".to_owned(),
+        );
+    }
     s.finish();
     config
 }
@@ -2068,6 +2272,36 @@ relay_records = "7 days"
 allowed_networks = ["127.0.0.0/8", "::1/128"]
 # ... or anyone sending "Authorization: Bearer <token>"; empty = no token. Set it with VETO_METRICS__BEARER_TOKEN.
 bearer_token = ""
+# Feedback from mail providers: their bounces and spam complaints become hard-bounce and
+# complaint events in the ledger, like a DSN or ARF report to the gateway. Each receiver
+# is off (404) until enabled. Provider soft bounces count towards [gateway] soft_bounce_threshold.
+[feedback.ses]
+# POST /webhooks/ses: Amazon SES notifications through an SNS HTTPS subscription.
+enabled = false
+# Your SNS topic ARN(s); messages from other topics are refused.
+topic_arns = []
+# Hosts (https) signing certificates and subscription confirmations may come from; * is one DNS label.
+certificate_hosts = ["sns.*.amazonaws.com"]
+# PEM certificates to trust for those certificates instead of the platform's roots; empty = the platform's.
+ca_file = ""
+# Time allowed for each certificate download and subscription confirmation.
+timeout = "10s"
+
+[feedback.sendgrid]
+# POST /webhooks/sendgrid: SendGrid's signed event webhook.
+enabled = false
+# The verification key SendGrid shows when you turn on signature verification (base64).
+public_key = ""
+# How far the signed timestamp may be from now.
+max_age = "10m"
+
+[feedback.postmark]
+# POST /webhooks/postmark: Postmark's Bounce and Spam Complaint webhooks, with HTTP Basic
+# credentials in the webhook URL (https://USER:PASSWORD@your-veto/webhooks/postmark).
+enabled = false
+username = ""
+# Never printed; set it with VETO_FEEDBACK__POSTMARK__PASSWORD.
+password = ""
 
 [log]
 # Log format: "text" for people, "json" for log collectors.
@@ -2542,10 +2776,25 @@ empty = ""
             "bulk_window",
             "format",
             "level",
+            "enabled",
+            "topic_arns",
+            "certificate_hosts",
+            "public_key",
+            "max_age",
             "# billing",
             "# security",
         ] {
             assert!(text.contains(&format!("\n{key} = ")), "{key} missing");
+        }
+        for section in [
+            "[feedback.ses]",
+            "[feedback.sendgrid]",
+            "[feedback.postmark]",
+        ] {
+            assert!(
+                text.contains(&format!("\n{section}\n")),
+                "{section} missing"
+            );
         }
     }
 
@@ -2974,5 +3223,69 @@ idle_timeout = 5
         ] {
             assert!(IpCidr::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn webhooks_are_off_by_default_and_read_from_subsections() {
+        let (_dir, result) = load_file("", &[]);
+        let config = ok(result).config;
+        assert!(!config.feedback.ses.enabled);
+        assert_eq!(
+            config.feedback.ses.certificate_hosts,
+            ["sns.*.amazonaws.com"]
+        );
+
+        let key = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==";
+        let text = format!(
+            "[feedback.ses]\nenabled = true\ntopic_arns = [\"arn:aws:sns:eu-west-1:123456789012:ses-feedback\"]\n\
+             [feedback.sendgrid]\nenabled = true\npublic_key = \"{key}\"\nmax_age = \"5m\"\n\
+             [feedback.postmark]\nenabled = true\nusername = \"postmark\"\n"
+        );
+        let (_dir, result) = load_file(
+            &text,
+            &[
+                ("VETO_FEEDBACK__POSTMARK__PASSWORD", "s3cret"),
+                ("VETO_FEEDBACK__SES__TIMEOUT", "3s"),
+            ],
+        );
+        let loaded = ok(result);
+        let w = &loaded.config.feedback;
+        assert!(w.ses.enabled && w.sendgrid.enabled && w.postmark.enabled);
+        assert_eq!(w.ses.timeout, Duration::from_secs(3));
+        assert_eq!(w.sendgrid.max_age, Duration::from_secs(300));
+        assert_eq!(w.postmark.password.expose(), "s3cret");
+        assert!(!format!("{loaded:?}").contains("s3cret"));
+        assert!(
+            loaded.warnings.iter().all(|w| !w.contains("feedback")),
+            "{:#?}",
+            loaded.warnings
+        );
+    }
+
+    #[test]
+    fn webhook_problems_name_their_key() {
+        let text = "[feedback.ses]\nenabled = true\ncertificate_hosts = [\"*.com\"]\ncolour = 1\n\
+                    [feedback.sendgrid]\nenabled = true\npublic_key = \"bm90IGEga2V5\"\n\
+                    [feedback.postmark]\nenabled = true\n";
+        let (_dir, result) = load_file(text, &[]);
+        let problems = errors(result).join("\n");
+        for expected in [
+            "[feedback.ses] certificate_hosts",
+            "[feedback.ses] topic_arns: must name",
+            "[feedback.sendgrid] public_key",
+            "[feedback.postmark] username, password",
+        ] {
+            assert!(problems.contains(expected), "{expected}: {problems}");
+        }
+        let (_dir, result) = load_file("[feedback.ses]\ncolour = 1\n", &[]);
+        let loaded = ok(result);
+        assert!(
+            loaded
+                .warnings
+                .iter()
+                .any(|w| w.contains("unknown key [feedback.ses] colour")),
+            "{:#?}",
+            loaded.warnings
+        );
     }
 }

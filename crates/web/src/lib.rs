@@ -16,6 +16,7 @@ mod pages;
 mod preferences;
 mod request_link;
 mod unsubscribe;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use client::TrustedProxies;
 pub use error::WebError;
 pub use group_commit::GroupCommit;
 pub use metrics::MetricsAccess;
+pub use webhooks::Webhooks;
 
 /// Who the organisation is: shown on every page.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +69,8 @@ struct Inner {
     limiter: limiter::Limiter,
     sending: Sending,
     metrics: MetricsAccess,
+    /// Provider feedback receivers (`/webhooks/…`); `None`: all answer 404.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 /// What sends campaigns and service messages, when this server does.
@@ -105,6 +109,7 @@ impl AppState {
                 limiter: limiter::Limiter::default(),
                 sending: Sending::default(),
                 metrics: MetricsAccess::default(),
+                webhooks: None,
             }),
         })
     }
@@ -154,6 +159,29 @@ impl AppState {
 
     pub(crate) fn metrics_access(&self) -> &MetricsAccess {
         &self.inner.metrics
+    }
+
+    /// This state, also taking provider feedback (`/webhooks/ses`,
+    /// `/sendgrid`, `/postmark`) for the receivers `webhooks` turns on.
+    /// Call before serving.
+    pub fn with_webhooks(self, webhooks: Webhooks) -> AppState {
+        let mut inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => {
+                tracing::error!(
+                    "with_webhooks called on a state already in use; webhooks stay off"
+                );
+                return AppState { inner: shared };
+            }
+        };
+        inner.webhooks = Some(Arc::new(webhooks));
+        AppState {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub(crate) fn webhooks(&self) -> Option<&Arc<Webhooks>> {
+        self.inner.webhooks.as_ref()
     }
 
     pub fn campaigns(&self) -> Option<&Arc<veto_sender::campaign::Campaigns>> {
@@ -295,6 +323,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .merge(api::routes(&state))
+        .merge(webhooks::routes())
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
