@@ -28,7 +28,7 @@ use veto_core::{
 };
 
 /// The schema version this build writes. A store with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,6 +58,7 @@ macro_rules! backend {
             include!("queries.rs");
             include!("campaign_queries.rs");
             include!("staff_queries.rs");
+            include!("webhook_queries.rs");
         }
     };
 }
@@ -85,6 +86,8 @@ mod campaign;
 pub use campaign::*;
 mod staff;
 pub use staff::*;
+mod webhook;
+pub use webhook::*;
 
 impl Store {
     /// Opens (creating if needed) the SQLite store at `path`: WAL, and every
