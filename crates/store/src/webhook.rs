@@ -64,7 +64,10 @@ impl WebhookEndpoint {
     pub fn new(name: impl Into<String>) -> WebhookEndpoint {
         WebhookEndpoint {
             name: name.into(),
-            events: DEFAULT_WEBHOOK_EVENTS.iter().map(|s| (*s).to_owned()).collect(),
+            events: DEFAULT_WEBHOOK_EVENTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
     }
 

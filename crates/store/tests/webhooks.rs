@@ -3,14 +3,11 @@
 
 mod helpers;
 #[path = "../../core/tests/law_cases/mod.rs"]
-#[allow(dead_code)]
 mod law_cases;
 
 use std::time::Duration;
 
-use veto_core::{
-    Channel, EmailAddress, EventKind, NewEvent, Scope, Source, Timestamp, TopicKey,
-};
+use veto_core::{Channel, EmailAddress, EventKind, NewEvent, Scope, Source, Timestamp, TopicKey};
 use veto_store::{
     Append, AppendOutcome, AttemptOutcome, ContactInput, Evidence, NewTopic, RetryOutcome, Store,
     WebhookDelivery, WebhookEndpoint, WebhookStatus,
@@ -71,24 +68,37 @@ async fn rows_are_written_with_the_event_and_only_when_it_commits() {
     for ts in helpers::stores().await {
         let (s, db) = (&ts.store, ts.name);
         // No endpoints: nothing is written.
-        s.append(vec![event("none@example.org", EventKind::Grant, Scope::All)], false)
-            .await
-            .unwrap();
+        s.append(
+            vec![event("none@example.org", EventKind::Grant, Scope::All)],
+            false,
+        )
+        .await
+        .unwrap();
         assert!(all(s).await.is_empty(), "{db}");
 
         s.set_webhook_endpoints(endpoints());
         // Rolled back (a batch, then a dry run): no outbox row either.
         let mut batch = s.batch().await.unwrap();
         let out = batch
-            .append(vec![event("ada@example.org", EventKind::Withdraw, Scope::All)])
+            .append(vec![event(
+                "ada@example.org",
+                EventKind::Withdraw,
+                Scope::All,
+            )])
             .await
             .unwrap();
         recorded(&out);
         batch.rollback().await.unwrap();
-        s.append(vec![event("ada@example.org", EventKind::Withdraw, Scope::All)], true)
-            .await
-            .unwrap();
-        assert!(all(s).await.is_empty(), "{db}: a rolled-back event left outbox rows");
+        s.append(
+            vec![event("ada@example.org", EventKind::Withdraw, Scope::All)],
+            true,
+        )
+        .await
+        .unwrap();
+        assert!(
+            all(s).await.is_empty(),
+            "{db}: a rolled-back event left outbox rows"
+        );
 
         // Committed: one row per endpoint that wants the kind.
         let news = s
@@ -101,14 +111,28 @@ async fn rows_are_written_with_the_event_and_only_when_it_commits() {
             .await
             .unwrap();
         let grant = recorded(
-            &s.append(vec![event("Ada@Example.org", EventKind::Grant, Scope::Topic(news.id))], false)
-                .await
-                .unwrap(),
+            &s.append(
+                vec![event(
+                    "Ada@Example.org",
+                    EventKind::Grant,
+                    Scope::Topic(news.id),
+                )],
+                false,
+            )
+            .await
+            .unwrap(),
         );
         let withdraw = recorded(
-            &s.append(vec![event("ada@example.org", EventKind::Withdraw, Scope::Topic(news.id))], false)
-                .await
-                .unwrap(),
+            &s.append(
+                vec![event(
+                    "ada@example.org",
+                    EventKind::Withdraw,
+                    Scope::Topic(news.id),
+                )],
+                false,
+            )
+            .await
+            .unwrap(),
         );
         // A refused append writes nothing either (a grant by staff after a withdrawal).
         let mut regrant = event("ada@example.org", EventKind::Grant, Scope::Topic(news.id));
@@ -150,15 +174,24 @@ async fn erasure_takes_the_address_out_of_every_payload() {
     for ts in helpers::stores().await {
         let (s, db) = (&ts.store, ts.name);
         s.set_webhook_endpoints(endpoints());
-        s.append(vec![event("bob@example.org", EventKind::Grant, Scope::All)], false)
-            .await
-            .unwrap();
-        s.append(vec![event("bob@example.org", EventKind::Withdraw, Scope::All)], false)
-            .await
-            .unwrap();
-        s.append(vec![event("cy@example.org", EventKind::Withdraw, Scope::All)], false)
-            .await
-            .unwrap();
+        s.append(
+            vec![event("bob@example.org", EventKind::Grant, Scope::All)],
+            false,
+        )
+        .await
+        .unwrap();
+        s.append(
+            vec![event("bob@example.org", EventKind::Withdraw, Scope::All)],
+            false,
+        )
+        .await
+        .unwrap();
+        s.append(
+            vec![event("cy@example.org", EventKind::Withdraw, Scope::All)],
+            false,
+        )
+        .await
+        .unwrap();
         // One of bob's is delivered already: it is redacted too.
         let claimed = s
             .claim_webhook_deliveries("n1", 1, Timestamp::now(), Duration::from_secs(60))
@@ -184,9 +217,13 @@ async fn erasure_takes_the_address_out_of_every_payload() {
             assert!(json(d)["email"].is_null(), "{db}: {}", d.payload);
         }
         assert_eq!(rows[0].status, WebhookStatus::Delivered, "{db}");
-        let erased: Vec<&WebhookDelivery> = rows.iter().filter(|d| d.event_id == erasure.0).collect();
+        let erased: Vec<&WebhookDelivery> =
+            rows.iter().filter(|d| d.event_id == erasure.0).collect();
         assert_eq!(
-            erased.iter().map(|d| d.endpoint.as_str()).collect::<Vec<_>>(),
+            erased
+                .iter()
+                .map(|d| d.endpoint.as_str())
+                .collect::<Vec<_>>(),
             vec!["crm", "calls"],
             "{db}"
         );
@@ -208,7 +245,11 @@ async fn claims_retries_failures_and_purges() {
         s.set_webhook_endpoints(vec![WebhookEndpoint::new("crm")]);
         for who in ["a", "b", "c"] {
             s.append(
-                vec![event(&format!("{who}@example.org"), EventKind::Withdraw, Scope::All)],
+                vec![event(
+                    &format!("{who}@example.org"),
+                    EventKind::Withdraw,
+                    Scope::All,
+                )],
                 false,
             )
             .await
@@ -217,21 +258,41 @@ async fn claims_retries_failures_and_purges() {
         // Whole microseconds, as the store keeps them.
         let now = Timestamp::from_microsecond(Timestamp::now().as_microsecond()).unwrap();
         let lease = Duration::from_secs(60);
-        let first = s.claim_webhook_deliveries("n1", 2, now, lease).await.unwrap();
+        let first = s
+            .claim_webhook_deliveries("n1", 2, now, lease)
+            .await
+            .unwrap();
         assert_eq!(first.len(), 2, "{db}");
         // Another node gets only what is left; claimed rows are not handed out twice.
-        let second = s.claim_webhook_deliveries("n2", 10, now, lease).await.unwrap();
+        let second = s
+            .claim_webhook_deliveries("n2", 10, now, lease)
+            .await
+            .unwrap();
         assert_eq!(second.len(), 1, "{db}");
-        assert!(s.claim_webhook_deliveries("n3", 10, now, lease).await.unwrap().is_empty(), "{db}");
+        assert!(
+            s.claim_webhook_deliveries("n3", 10, now, lease)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{db}"
+        );
         // A claim whose lease ran out is taken over.
         let later = now.checked_add(Duration::from_secs(61)).unwrap();
-        let taken = s.claim_webhook_deliveries("n3", 10, later, lease).await.unwrap();
+        let taken = s
+            .claim_webhook_deliveries("n3", 10, later, lease)
+            .await
+            .unwrap();
         assert_eq!(taken.len(), 3, "{db}");
         // The old claimant's answer no longer counts.
         assert!(
-            !s.finish_webhook_attempt(taken[0].id, "n1", AttemptOutcome::Delivered { status: 200 }, later)
-                .await
-                .unwrap(),
+            !s.finish_webhook_attempt(
+                taken[0].id,
+                "n1",
+                AttemptOutcome::Delivered { status: 200 },
+                later
+            )
+            .await
+            .unwrap(),
             "{db}"
         );
 
@@ -240,16 +301,25 @@ async fn claims_retries_failures_and_purges() {
         s.finish_webhook_attempt(
             a,
             "n3",
-            AttemptOutcome::Retry { status: Some(503), error: "the receiver answered 503".into(), next_at: retry_at },
+            AttemptOutcome::Retry {
+                status: Some(503),
+                error: "the receiver answered 503".into(),
+                next_at: retry_at,
+            },
             later,
         )
         .await
         .unwrap();
-        s.finish_webhook_attempt(b, "n3", AttemptOutcome::Gone { status: 410 }, later).await.unwrap();
+        s.finish_webhook_attempt(b, "n3", AttemptOutcome::Gone { status: 410 }, later)
+            .await
+            .unwrap();
         s.finish_webhook_attempt(
             c,
             "n3",
-            AttemptOutcome::GaveUp { status: None, error: "cannot connect".into() },
+            AttemptOutcome::GaveUp {
+                status: None,
+                error: "cannot connect".into(),
+            },
             later,
         )
         .await
@@ -257,26 +327,71 @@ async fn claims_retries_failures_and_purges() {
 
         let row = s.webhook_delivery(a).await.unwrap().unwrap();
         assert_eq!(
-            (row.status, row.attempts, row.last_status, row.last_error.as_deref()),
-            (WebhookStatus::Pending, 1, Some(503), Some("the receiver answered 503")),
+            (
+                row.status,
+                row.attempts,
+                row.last_status,
+                row.last_error.as_deref()
+            ),
+            (
+                WebhookStatus::Pending,
+                1,
+                Some(503),
+                Some("the receiver answered 503")
+            ),
             "{db}"
         );
         assert_eq!(row.next_attempt_at, retry_at, "{db}");
-        assert_eq!(s.webhook_delivery(b).await.unwrap().unwrap().status, WebhookStatus::Gone, "{db}");
-        assert_eq!(s.webhook_delivery(c).await.unwrap().unwrap().status, WebhookStatus::Failed, "{db}");
-        let failed = s.webhook_deliveries(Some(WebhookStatus::Failed), None, 10).await.unwrap();
-        assert_eq!(failed.iter().map(|d| d.id).collect::<Vec<_>>(), vec![c], "{db}");
+        assert_eq!(
+            s.webhook_delivery(b).await.unwrap().unwrap().status,
+            WebhookStatus::Gone,
+            "{db}"
+        );
+        assert_eq!(
+            s.webhook_delivery(c).await.unwrap().unwrap().status,
+            WebhookStatus::Failed,
+            "{db}"
+        );
+        let failed = s
+            .webhook_deliveries(Some(WebhookStatus::Failed), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            failed.iter().map(|d| d.id).collect::<Vec<_>>(),
+            vec![c],
+            "{db}"
+        );
 
         // Not due before its time; due after.
-        assert!(s.claim_webhook_deliveries("n3", 10, later, lease).await.unwrap().is_empty(), "{db}");
-        let due = s.claim_webhook_deliveries("n3", 10, retry_at, lease).await.unwrap();
-        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![a], "{db}");
-        s.finish_webhook_attempt(a, "n3", AttemptOutcome::Delivered { status: 204 }, retry_at).await.unwrap();
+        assert!(
+            s.claim_webhook_deliveries("n3", 10, later, lease)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{db}"
+        );
+        let due = s
+            .claim_webhook_deliveries("n3", 10, retry_at, lease)
+            .await
+            .unwrap();
+        assert_eq!(
+            due.iter().map(|d| d.id).collect::<Vec<_>>(),
+            vec![a],
+            "{db}"
+        );
+        s.finish_webhook_attempt(a, "n3", AttemptOutcome::Delivered { status: 204 }, retry_at)
+            .await
+            .unwrap();
 
         let counts = s.webhook_counts().await.unwrap();
         assert_eq!(counts.len(), 1, "{db}");
         assert_eq!(
-            (counts[0].pending, counts[0].delivered, counts[0].failed, counts[0].gone),
+            (
+                counts[0].pending,
+                counts[0].delivered,
+                counts[0].failed,
+                counts[0].gone
+            ),
             (0, 1, 1, 1),
             "{db}"
         );
@@ -285,20 +400,51 @@ async fn claims_retries_failures_and_purges() {
         for id in [b, c] {
             match s.retry_webhook_delivery(id, retry_at).await.unwrap() {
                 RetryOutcome::Queued(d) => {
-                    assert_eq!((d.status, d.pending_since), (WebhookStatus::Pending, retry_at), "{db}")
+                    assert_eq!(
+                        (d.status, d.pending_since),
+                        (WebhookStatus::Pending, retry_at),
+                        "{db}"
+                    )
                 }
                 other => panic!("{db}: {other:?}"),
             }
         }
-        assert!(matches!(s.retry_webhook_delivery(a, retry_at).await.unwrap(), RetryOutcome::AlreadyDelivered(_)), "{db}");
-        assert!(matches!(s.retry_webhook_delivery(999_999, retry_at).await.unwrap(), RetryOutcome::NotFound), "{db}");
-        let due = s.claim_webhook_deliveries("n1", 10, retry_at, lease).await.unwrap();
-        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![b, c], "{db}");
+        assert!(
+            matches!(
+                s.retry_webhook_delivery(a, retry_at).await.unwrap(),
+                RetryOutcome::AlreadyDelivered(_)
+            ),
+            "{db}"
+        );
+        assert!(
+            matches!(
+                s.retry_webhook_delivery(999_999, retry_at).await.unwrap(),
+                RetryOutcome::NotFound
+            ),
+            "{db}"
+        );
+        let due = s
+            .claim_webhook_deliveries("n1", 10, retry_at, lease)
+            .await
+            .unwrap();
+        assert_eq!(
+            due.iter().map(|d| d.id).collect::<Vec<_>>(),
+            vec![b, c],
+            "{db}"
+        );
 
         // Purge: delivered rows older than the cut go; the others stay.
-        assert_eq!(s.purge_webhook_deliveries(retry_at).await.unwrap(), 0, "{db}");
+        assert_eq!(
+            s.purge_webhook_deliveries(retry_at).await.unwrap(),
+            0,
+            "{db}"
+        );
         let after = retry_at.checked_add(Duration::from_secs(1)).unwrap();
         assert_eq!(s.purge_webhook_deliveries(after).await.unwrap(), 1, "{db}");
-        assert_eq!(all(s).await.iter().map(|d| d.id).collect::<Vec<_>>(), vec![b, c], "{db}");
+        assert_eq!(
+            all(s).await.iter().map(|d| d.id).collect::<Vec<_>>(),
+            vec![b, c],
+            "{db}"
+        );
     }
 }
