@@ -91,8 +91,8 @@ impl Default for WebhookSettings {
 pub enum WebhookSetupError {
     #[error("cannot set up TLS for webhooks: {0}")]
     Tls(String),
-    #[error("cannot make the HTTP client for webhooks: {0}")]
-    Client(String),
+    #[error("[[webhooks.endpoints]] {name}: the url cannot be used: {reason}")]
+    Url { name: String, reason: String },
 }
 
 /// The delivery worker. Cheap to clone.
@@ -100,8 +100,60 @@ pub enum WebhookSetupError {
 pub struct WebhookSender {
     store: Store,
     settings: Arc<WebhookSettings>,
-    targets: Arc<HashMap<String, WebhookTarget>>,
-    client: reqwest::Client,
+    targets: Arc<HashMap<String, Target>>,
+    tls: tokio_rustls::TlsConnector,
+}
+
+/// A receiver's URL taken apart once.
+struct Target {
+    https: bool,
+    /// The host to connect to and to name in TLS (IPv6 without brackets).
+    host: String,
+    port: u16,
+    /// The `Host` header.
+    authority: String,
+    path_and_query: String,
+    secret: String,
+}
+
+impl Target {
+    fn parse(t: &WebhookTarget) -> Result<Target, WebhookSetupError> {
+        let bad = |why: &str| WebhookSetupError::Url {
+            name: t.name.clone(),
+            reason: why.to_owned(),
+        };
+        let uri: hyper::Uri = t
+            .url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+        let https = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") => true,
+            Some(s) if s.eq_ignore_ascii_case("http") => false,
+            _ => return Err(bad("it must start with http:// or https://")),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| bad("it names no host"))?
+            .clone();
+        if authority.as_str().contains('@') {
+            return Err(bad("it must not carry a user@"));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(Target {
+            https,
+            host,
+            port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            authority: authority.as_str().to_owned(),
+            path_and_query: uri
+                .path_and_query()
+                .map_or("/".to_owned(), |p| p.as_str().to_owned()),
+            secret: t.secret.clone(),
+        })
+    }
 }
 
 /// What one pass did.
@@ -122,26 +174,16 @@ impl WebhookSender {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls =
             crate::smtp::client_tls_config(provider, Vec::new()).map_err(WebhookSetupError::Tls)?;
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            // A signed POST is not followed elsewhere: a redirect is a
-            // misconfigured endpoint, and it shows as a failure.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("veto/", env!("CARGO_PKG_VERSION"), " (webhooks)"))
-            .build()
-            .map_err(|e| WebhookSetupError::Client(e.to_string()))?;
         let targets = settings
             .endpoints
             .iter()
-            .map(|t| (t.name.clone(), t.clone()))
-            .collect();
+            .map(|t| Ok((t.name.clone(), Target::parse(t)?)))
+            .collect::<Result<_, WebhookSetupError>>()?;
         Ok(WebhookSender {
             store,
             settings: Arc::new(settings),
             targets: Arc::new(targets),
-            client,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
         })
     }
 
@@ -271,55 +313,78 @@ impl WebhookSender {
             );
         };
         let t = Timestamp::now().as_second();
-        let request = self
-            .client
-            .post(&target.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+        let signature = signature_header(target.secret.as_bytes(), t, d.payload.as_bytes());
+        let exchange = self.post(target, d, signature);
+        match tokio::time::timeout(self.settings.timeout, exchange).await {
+            Err(_) => self.failure(
+                d,
+                None,
+                None,
+                format!("no answer within {:?}", self.settings.timeout),
+            ),
+            Ok(Err(why)) => self.failure(d, None, None, why),
+            Ok(Ok((status, _))) if (200..300).contains(&status) => {
+                AttemptOutcome::Delivered { status }
+            }
+            Ok(Ok((410, _))) => AttemptOutcome::Gone { status: 410 },
+            // A redirect is not followed: a signed POST is not re-sent
+            // elsewhere, so a moved endpoint shows as a failure.
+            Ok(Ok((status, retry_after))) => self.failure(
+                d,
+                Some(status),
+                retry_after,
+                format!("the receiver answered {status}"),
+            ),
+        }
+    }
+
+    /// One HTTP/1.1 exchange on a connection of its own: the status and any
+    /// `Retry-After` (in seconds).
+    async fn post(
+        &self,
+        target: &Target,
+        d: &WebhookDelivery,
+        signature: String,
+    ) -> Result<(u16, Option<Duration>), String> {
+        use hyper::header::{CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
+        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", target.authority))?;
+        let _ = tcp.set_nodelay(true);
+        let request = hyper::Request::post(target.path_and_query.as_str())
+            .header(HOST, target.authority.as_str())
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                USER_AGENT,
+                concat!("veto/", env!("CARGO_PKG_VERSION"), " (webhooks)"),
+            )
             .header(EVENT_ID_HEADER, d.event_id.to_string())
             .header(DELIVERY_ID_HEADER, d.id.to_string())
-            .header(EVENT_KIND_HEADER, &d.kind)
-            .header(
-                SIGNATURE_HEADER,
-                signature_header(target.secret.as_bytes(), t, d.payload.as_bytes()),
-            )
-            .body(d.payload.clone());
-        match request.send().await {
-            Ok(res) => {
-                let status = res.status();
-                if status.is_success() {
-                    AttemptOutcome::Delivered {
-                        status: status.as_u16(),
-                    }
-                } else if status == reqwest::StatusCode::GONE {
-                    AttemptOutcome::Gone {
-                        status: status.as_u16(),
-                    }
-                } else {
-                    let retry_after = res
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    self.failure(
-                        d,
-                        Some(status.as_u16()),
-                        retry_after,
-                        format!("the receiver answered {status}"),
-                    )
-                }
-            }
-            Err(e) => {
-                let why = if e.is_timeout() {
-                    format!("no answer within {:?}", self.settings.timeout)
-                } else if e.is_connect() {
-                    format!("cannot connect: {}", error_chain(&e))
-                } else {
-                    error_chain(&e)
-                };
-                self.failure(d, None, None, why)
-            }
-        }
+            .header(EVENT_KIND_HEADER, d.kind.as_str())
+            .header(SIGNATURE_HEADER, signature)
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                d.payload.clone(),
+            )))
+            .map_err(|e| format!("cannot make the request: {e}"))?;
+        let response = if target.https {
+            let name = rustls_pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| format!("{:?} is not a name TLS can check: {e}", target.host))?;
+            let tls = self
+                .tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS with {} failed: {e}", target.authority))?;
+            exchange(tls, request).await?
+        } else {
+            exchange(tcp, request).await?
+        };
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        Ok((response.status().as_u16(), retry_after))
     }
 
     /// Another try later, or failed once the retry window has run out.
@@ -357,6 +422,28 @@ impl WebhookSender {
             }
         }
     }
+}
+
+/// Sends `request` on `io` and returns the response head; the body is not
+/// read, and the connection closes when it is dropped.
+async fn exchange<IO>(
+    io: IO,
+    request: hyper::Request<http_body_util::Full<hyper::body::Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| format!("HTTP failed: {}", error_chain(&e)))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("HTTP failed: {}", error_chain(&e)))
 }
 
 /// The wait after the `attempt`th failed attempt (1-based): `base`,
