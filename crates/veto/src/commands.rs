@@ -65,6 +65,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Dkim(cmd) => crate::dkim::run(cfg, cmd),
         Command::Campaign(cmd) => crate::campaign_cmd::run(&App::open(cfg).await?, cmd).await,
+        Command::Webhooks(cmd) => crate::webhook_cmd::run(&App::open(cfg).await?, cmd).await,
     }
 }
 
@@ -215,6 +216,8 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
         );
     }
     let outbound = app::outbound(&app)?;
+    let webhooks =
+        veto_sender::WebhookSender::new(app.store.clone(), app::webhook_settings(&app.config))?;
     let campaigns =
         veto_sender::campaign::Campaigns::new(outbound.clone(), app::campaign_settings(&app));
     let state = veto_web::AppState::with_mailer(
@@ -300,8 +303,10 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
     };
     // Campaigns: the chunk in hand finishes, then the sender stops.
     let sending = std::sync::Arc::clone(&campaigns).run(stop_rx.clone());
+    // Webhooks: the requests in flight finish (or time out), then it stops.
+    let telling = webhooks.run(stop_rx.clone());
     let smtp = veto_gateway::listen(smtp, gateway, stopped(stop_rx));
-    let (web, (), (), ()) = tokio::join!(web, smtp, inbound, sending);
+    let (web, (), (), (), ()) = tokio::join!(web, smtp, inbound, sending, telling);
     signal.abort();
     app.store.close().await;
     web.context("the web server failed")?;

@@ -8,6 +8,7 @@ mod config;
 mod dkim;
 mod import;
 mod tls;
+mod webhook_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,9 @@ enum Command {
     /// Campaigns: written here or through the API, sent by `veto serve`.
     #[command(subcommand)]
     Campaign(campaign_cmd::CampaignCmd),
+    /// Consent changes told to the organisation's other systems: status and retries.
+    #[command(subcommand)]
+    Webhooks(webhook_cmd::WebhooksCmd),
 }
 
 #[derive(Subcommand)]
