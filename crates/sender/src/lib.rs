@@ -16,11 +16,13 @@ pub mod service;
 pub mod smtp;
 pub mod template;
 pub mod transport;
+pub mod webhook;
 
 pub use copy::{CopyMaker, PersonalCopy};
 pub use maildir::Maildir;
 pub use smtp::{SmtpCredentials, SmtpSettings, SmtpSetupError, SmtpTransport, TlsMode};
 pub use transport::{MaildirTransport, Outcome, Transport, TransportError, TransportFuture};
+pub use webhook::{WebhookSender, WebhookSettings, WebhookTarget};
 
 use std::sync::Arc;
 

@@ -339,18 +339,27 @@ fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, SmtpSetupError>
         Some(path) => read_ca_file(path)?,
         None => Vec::new(),
     };
+    let config = client_tls_config(provider, extra).map_err(SmtpSetupError::Trust)?;
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// A TLS client that checks certificates with the platform verifier (the
+/// system's roots plus `extra`), on aws-lc-rs. Also used for webhooks.
+pub(crate) fn client_tls_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    extra: Vec<CertificateDer<'static>>,
+) -> Result<ClientConfig, String> {
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(|e| SmtpSetupError::Trust(e.to_string()))?;
-    let config = ClientConfig::builder_with_provider(provider)
+            .map_err(|e| e.to_string())?;
+    Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| SmtpSetupError::Trust(e.to_string()))?
+        .map_err(|e| e.to_string())?
         // The only way rustls takes a verifier other than its own: the
         // platform verifier, which checks the chain and the name.
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+        .with_no_client_auth())
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, SmtpSetupError> {

@@ -61,6 +61,7 @@ macro_rules! backend {
             include!("staff_queries.rs");
             include!("tps_queries.rs");
             include!("retention_queries.rs");
+            include!("webhook_queries.rs");
         }
     };
 }
@@ -94,6 +95,8 @@ mod staff;
 pub use staff::*;
 mod tps;
 pub use tps::*;
+mod webhook;
+pub use webhook::*;
 
 impl Store {
     /// Opens (creating if needed) the SQLite store at `path`: WAL, and every

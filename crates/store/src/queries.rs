@@ -28,11 +28,17 @@ pub struct Backend {
     pub(crate) read: Pool<Db>,
     suppression_key: Arc<OnceLock<[u8; 32]>>,
     pub(crate) fence: Arc<crate::fence::HandoffFence>,
+    /// The webhook endpoints appends write delivery rows for.
+    pub(crate) webhooks: Arc<std::sync::RwLock<Arc<Vec<crate::WebhookEndpoint>>>>,
 }
 
 impl Backend {
     pub(crate) fn new(write: Pool<Db>, read: Pool<Db>) -> Self {
-        Backend { write, read, suppression_key: Arc::default(), fence: Arc::default() }
+        Backend { write, read, suppression_key: Arc::default(), fence: Arc::default(), webhooks: Arc::default() }
+    }
+
+    fn webhook_endpoints(&self) -> Arc<Vec<crate::WebhookEndpoint>> {
+        Arc::clone(&self.webhooks.read().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -76,6 +82,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (5, include_str!("migrations/postgres_0005.sql")),
         (6, include_str!("migrations/postgres_0006.sql")),
         (7, include_str!("migrations/postgres_0007.sql")),
+        (8, include_str!("migrations/postgres_0008.sql")),
         (11, include_str!("migrations/postgres_0011.sql")),
         (12, include_str!("migrations/postgres_0012.sql")),
     ]
@@ -88,6 +95,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (5, include_str!("migrations/sqlite_0005.sql")),
         (6, include_str!("migrations/sqlite_0006.sql")),
         (7, include_str!("migrations/sqlite_0007.sql")),
+        (8, include_str!("migrations/sqlite_0008.sql")),
         (11, include_str!("migrations/sqlite_0011.sql")),
         (12, include_str!("migrations/sqlite_0012.sql")),
     ]
@@ -666,6 +674,8 @@ async fn append_in(
     let mut outcomes = Vec::with_capacity(items.len());
     let mut events: Vec<(EventRecord, Vec<u8>)> = vec![];
     let mut pds: Vec<PdRow> = vec![];
+    // The address each recorded event is about, for the webhook outbox.
+    let mut told: Vec<(String, String)> = vec![];
     for it in items {
         let Some(w) = work.get_mut(it.contact.email.key()) else {
             return Err(StoreError::Corrupt("an address vanished from the batch".into()));
@@ -707,6 +717,7 @@ async fn append_in(
         w.state.apply(&it.event.with_id(veto_core::EventId(id)));
         tally.note(&it.event.kind, it.event.source);
         events.push((rec, hash));
+        told.push((it.contact.email.key().to_owned(), it.contact.email.as_str().to_owned()));
         outcomes.push(AppendOutcome::Recorded { contact: ContactId(w.id), event: veto_core::EventId(id), created });
     }
 
@@ -792,6 +803,7 @@ async fn append_in(
     }
     let rows: Vec<FactRow> = changed.iter().flat_map(|w| w.state.facts.iter().filter_map(|f| fact_row(w.id, f))).collect();
     insert_fact_rows(tx, &rows).await?;
+    insert_webhook_rows(b, tx, &skey, &events, &told, now).await?;
     for (p, (seq, hash)) in &heads {
         sqlx::query("UPDATE chain_heads SET seq = $1, hash = $2 WHERE partition = $3")
             .bind(seq)
@@ -1227,6 +1239,7 @@ pub(crate) async fn erase(b: &Backend, email: &EmailAddress, actor: &str, at: Ti
     .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE receipts SET recipient = NULL WHERE contact_id = $1").bind(id).execute(&mut *tx).await?;
+    redact_webhook_payloads(&mut tx, id).await?;
     sqlx::query(
         "INSERT INTO suppressions (addr_hash, scope, reason, created_at) VALUES ($1, 'all', 'erasure', $2) \
          ON CONFLICT (addr_hash, scope) DO NOTHING",

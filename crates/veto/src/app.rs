@@ -79,7 +79,42 @@ pub async fn open_store(config: &Config) -> Result<Store> {
             .await
             .context("cannot open the PostgreSQL store named by [store] url")?,
     };
+    // Every command that records consent also tells the other systems.
+    store.set_webhook_endpoints(
+        config
+            .webhooks
+            .endpoints
+            .iter()
+            .map(|e| veto_store::WebhookEndpoint {
+                name: e.name.clone(),
+                events: e.events.clone(),
+            })
+            .collect(),
+    );
     Ok(store)
+}
+
+/// The webhook worker's settings from `[webhooks]`.
+pub fn webhook_settings(config: &Config) -> veto_sender::WebhookSettings {
+    let w = &config.webhooks;
+    veto_sender::WebhookSettings {
+        endpoints: w
+            .endpoints
+            .iter()
+            .map(|e| veto_sender::WebhookTarget {
+                name: e.name.clone(),
+                url: e.url.clone(),
+                secret: e.secret.expose().to_owned(),
+            })
+            .collect(),
+        node: format!("{}-{}", hostname(), std::process::id()),
+        timeout: w.timeout,
+        backoff_base: w.backoff_base,
+        backoff_max: w.backoff_max,
+        give_up_after: w.give_up_after,
+        retention: w.retention,
+        ..Default::default()
+    }
 }
 
 pub fn policy_settings(config: &Config) -> PolicySettings {

@@ -71,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Purge { dry_run, json } => {
             crate::ops::purge(&App::open(cfg).await?, dry_run, json).await
         }
+        Command::Webhooks(cmd) => crate::webhook_cmd::run(&App::open(cfg).await?, cmd).await,
     }
 }
 
@@ -230,7 +231,9 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
         );
     }
     let outbound = app::outbound(&app)?;
-    let webhooks = app::webhooks(&app.config)?;
+    let feedback = app::webhooks(&app.config)?;
+    let webhooks =
+        veto_sender::WebhookSender::new(app.store.clone(), app::webhook_settings(&app.config))?;
     let campaigns =
         veto_sender::campaign::Campaigns::new(outbound.clone(), app::campaign_settings(&app));
     let state = veto_web::AppState::with_mailer(
@@ -245,7 +248,7 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
         app::service_settings(&app.config),
     )
     .with_metrics_access(crate::ops::metrics_access(&app.config))
-    .with_webhooks(webhooks);
+    .with_webhooks(feedback);
     let listener = tokio::net::TcpListener::bind(app.config.web.listen)
         .await
         .with_context(|| format!("cannot listen on [web] listen = {}", app.config.web.listen))?;
@@ -323,8 +326,10 @@ async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
         crate::ops::retention(&app.config),
         stop_rx.clone(),
     );
+    // Webhooks: the requests in flight finish (or time out), then it stops.
+    let telling = webhooks.run(stop_rx.clone());
     let smtp = veto_gateway::listen(smtp, gateway, stopped(stop_rx));
-    let (web, (), (), (), ()) = tokio::join!(web, smtp, inbound, sending, purging);
+    let (web, (), (), (), (), ()) = tokio::join!(web, smtp, inbound, sending, purging, telling);
     signal.abort();
     app.store.close().await;
     web.context("the web server failed")?;

@@ -50,6 +50,7 @@ const SECTIONS: &[&str] = &[
     "retention",
     "metrics",
     "feedback",
+    "webhooks",
     "log",
 ];
 
@@ -72,6 +73,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
     pub feedback: FeedbackConfig,
+    pub webhooks: WebhooksConfig,
     pub log: LogConfig,
     /// The file that was read, if any.
     pub source: Option<PathBuf>,
@@ -432,6 +434,38 @@ impl Default for SesHookConfig {
     }
 }
 
+/// Consent changes pushed to the organisation's other systems
+/// (`[[webhooks.endpoints]]`), and how their delivery is retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhooksConfig {
+    pub endpoints: Vec<WebhookEndpointConfig>,
+    /// For one request, connecting included.
+    pub timeout: Duration,
+    /// The wait after the first failed attempt, doubled after each further one …
+    pub backoff_base: Duration,
+    /// … up to this.
+    pub backoff_max: Duration,
+    /// Retries stop this long after the change (or a staff retry); the
+    /// delivery is then marked failed, visible until retried.
+    pub give_up_after: Duration,
+    /// Delivered rows are deleted this long after delivery.
+    pub retention: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 60 * 60;
+        Self {
+            endpoints: Vec::new(),
+            timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(60 * 60),
+            give_up_after: Duration::from_secs(7 * DAY),
+            retention: Duration::from_secs(7 * DAY),
+        }
+    }
+}
+
 /// Who may read `GET /metrics` on the web listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
@@ -485,6 +519,19 @@ pub struct PostmarkHookConfig {
     pub enabled: bool,
     pub username: String,
     pub password: Secret,
+}
+
+/// One receiver: `[[webhooks.endpoints]]` with name, url, secret and
+/// optionally events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEndpointConfig {
+    /// Lower-case letters, digits, `_` and `-`; unique.
+    pub name: String,
+    pub url: String,
+    /// The HMAC-SHA256 key of `Veto-Signature`, at least 16 characters.
+    pub secret: Secret,
+    /// Event kinds to send; the default is [`veto_store::DEFAULT_WEBHOOK_EVENTS`].
+    pub events: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -915,6 +962,7 @@ impl<'i> Ctx<'i> {
             retention: read_retention(&mut self.section("retention")),
             metrics: read_metrics(&mut self.section("metrics")),
             feedback: read_feedback(&mut self.section("feedback"), file_dir),
+            webhooks: read_webhooks(&mut self.section("webhooks")),
             log: read_log(&mut self.section("log")),
             source,
         };
@@ -1883,6 +1931,184 @@ fn read_metrics(s: &mut SectionReader<'_, '_>) -> MetricsConfig {
     config
 }
 
+fn read_webhooks(s: &mut SectionReader<'_, '_>) -> WebhooksConfig {
+    let d = WebhooksConfig::default();
+    let config = WebhooksConfig {
+        endpoints: read_webhook_endpoints(s),
+        timeout: s.parsed("timeout", d.timeout, parse_window),
+        backoff_base: s.parsed("backoff_base", d.backoff_base, parse_window),
+        backoff_max: s.parsed("backoff_max", d.backoff_max, parse_window),
+        give_up_after: s.parsed("give_up_after", d.give_up_after, parse_window),
+        retention: s.parsed("retention", d.retention, parse_window),
+    };
+    if config.backoff_max < config.backoff_base {
+        s.section_problem(
+            "[webhooks] backoff_max: must be at least [webhooks] backoff_base".to_owned(),
+        );
+    }
+    s.finish();
+    config
+}
+
+/// Shortest `[[webhooks.endpoints]] secret`: 16 characters.
+const MIN_WEBHOOK_SECRET: usize = 16;
+
+/// `[[webhooks.endpoints]]`: an array of tables, each with name, url and
+/// secret, and optionally events. From the environment,
+/// `VETO_WEBHOOKS__ENDPOINTS='[{name = "crm", url = "…", secret = "…"}]'`.
+fn read_webhook_endpoints(s: &mut SectionReader<'_, '_>) -> Vec<WebhookEndpointConfig> {
+    let Some(item) = s.take("endpoints") else {
+        return Vec::new();
+    };
+    let DeValue::Array(elements) = item.value.get_ref() else {
+        let message = format!(
+            "expected [[webhooks.endpoints]] tables with name, url and secret, found {}",
+            describe(item.value.get_ref())
+        );
+        s.problem(&item, None, "[webhooks] endpoints", &message);
+        return Vec::new();
+    };
+    let mut out: Vec<WebhookEndpointConfig> = Vec::new();
+    for (i, element) in elements.iter().enumerate() {
+        let path = format!("[[webhooks.endpoints]] #{}", i + 1);
+        let DeValue::Table(table) = element.get_ref() else {
+            let message = format!(
+                "expected a table with name, url and secret, found {}",
+                describe(element.get_ref())
+            );
+            s.problem(&item, Some(element.span()), &path, &message);
+            continue;
+        };
+        let (mut name, mut url, mut secret, mut events) = (None, None, None, None);
+        let mut bad = false;
+        // In the order written, so that problems read top to bottom.
+        let mut entries: Vec<_> = table.iter().collect();
+        entries.sort_by_key(|(key, _)| key.span().start);
+        for (key, value) in entries {
+            let key_name = key.get_ref().as_ref();
+            let at = Some(value.span());
+            let text = match value.get_ref() {
+                DeValue::String(v) => Ok(v.to_string()),
+                other => Err(format!("expected a string, found {}", describe(other))),
+            };
+            let checked: Result<(), String> = match key_name {
+                "name" => text.and_then(|v| check_endpoint_name(&v).map(|()| name = Some(v))),
+                "url" => {
+                    text.and_then(|v| parse_http_url(&v, true).map(|_| ()).map(|()| url = Some(v)))
+                }
+                // No message quotes a secret.
+                "secret" => match text {
+                    Ok(v) if v.chars().count() >= MIN_WEBHOOK_SECRET => {
+                        secret = Some(Secret(v));
+                        Ok(())
+                    }
+                    Ok(_) => Err(format!(
+                        "must be at least {MIN_WEBHOOK_SECRET} characters (the receiver's shared HMAC key; e.g. `openssl rand -hex 32`)"
+                    )),
+                    Err(_) => Err("expected a string".to_owned()),
+                },
+                "events" => parse_webhook_events(value.get_ref()).map(|list| events = Some(list)),
+                other => {
+                    let location = s.ctx.location(item.origin, key.span());
+                    s.ctx.warnings.push(format!(
+                        "{location}: unknown key {other:?} in {path} ignored (it takes name, url, secret and events)"
+                    ));
+                    Ok(())
+                }
+            };
+            if let Err(message) = checked {
+                bad = true;
+                s.problem(&item, at, &format!("{path} {key_name}"), &message);
+            }
+        }
+        if bad {
+            continue;
+        }
+        let missing: Vec<&str> = [
+            ("name", name.is_none()),
+            ("url", url.is_none()),
+            ("secret", secret.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(k, absent)| absent.then_some(k))
+        .collect();
+        let (Some(name), Some(url), Some(secret)) = (name, url, secret) else {
+            let message = format!("{} must be set", missing.join(", "));
+            s.problem(&item, Some(element.span()), &path, &message);
+            continue;
+        };
+        if out.iter().any(|e| e.name == name) {
+            let message =
+                format!("the name {name:?} is used by an earlier endpoint; each needs its own");
+            s.problem(
+                &item,
+                Some(element.span()),
+                &format!("{path} name"),
+                &message,
+            );
+            continue;
+        }
+        out.push(WebhookEndpointConfig {
+            name,
+            url,
+            secret,
+            events: events.unwrap_or_else(|| {
+                veto_store::DEFAULT_WEBHOOK_EVENTS
+                    .iter()
+                    .map(|e| (*e).to_owned())
+                    .collect()
+            }),
+        });
+    }
+    out
+}
+
+fn check_endpoint_name(v: &str) -> Result<(), String> {
+    let mut bytes = v.bytes();
+    let ok = v.len() <= 40
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} is not an endpoint name: lower-case letters, digits, _ and -, starting with a letter or digit, at most 40"
+        ))
+    }
+}
+
+fn parse_webhook_events(value: &DeValue<'_>) -> Result<Vec<String>, String> {
+    let known = veto_store::WEBHOOK_EVENT_KINDS.join(", ");
+    let DeValue::Array(elements) = value else {
+        return Err(format!(
+            "expected an array of event kinds like [\"withdraw\", \"erasure\"], found {}",
+            describe(value)
+        ));
+    };
+    let mut out: Vec<String> = Vec::new();
+    for element in elements.iter() {
+        match element.get_ref() {
+            DeValue::String(kind) if veto_store::WEBHOOK_EVENT_KINDS.contains(&kind.as_ref()) => {
+                if !out.iter().any(|k| k == kind.as_ref()) {
+                    out.push(kind.to_string());
+                }
+            }
+            DeValue::String(kind) => {
+                return Err(format!("{kind:?} is not an event kind; use {known}"));
+            }
+            other => return Err(format!("expected a string, found {}", describe(other))),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "must name at least one event kind ({known}); leave it out for the default"
+        ));
+    }
+    Ok(out)
+}
+
 fn read_log(s: &mut SectionReader<'_, '_>) -> LogConfig {
     let d = LogConfig::default();
     let config = LogConfig {
@@ -2302,6 +2528,25 @@ enabled = false
 username = ""
 # Never printed; set it with VETO_FEEDBACK__POSTMARK__PASSWORD.
 password = ""
+
+[webhooks]
+# Consent changes are POSTed, signed, to each [[webhooks.endpoints]] (the CRM, a call-centre system, another
+# email provider) so that their copies stop too. Failed deliveries are retried: backoff_base, doubled each
+# time up to backoff_max, until give_up_after; then they are marked failed (see `veto webhooks status`).
+timeout = "10s"
+backoff_base = "30s"
+backoff_max = "1h"
+give_up_after = "7 days"
+# Delivered rows are deleted this long after delivery.
+retention = "7 days"
+
+# One table per receiving system. events is optional (default: grant, withdraw, object, refused, hard_bounce,
+# bounce_cleared, complaint, pause, frequency, erasure). The secret signs each request (Veto-Signature).
+# [[webhooks.endpoints]]
+# name = "crm"
+# url = "https://crm.example.org/hooks/veto"
+# secret = "at least 16 characters, e.g. from openssl rand -hex 32"
+# events = ["withdraw", "object", "erasure", "hard_bounce", "complaint"]
 
 [log]
 # Log format: "text" for people, "json" for log collectors.
@@ -3287,5 +3532,116 @@ idle_timeout = 5
             "{:#?}",
             loaded.warnings
         );
+    }
+
+    #[test]
+    fn webhook_endpoints_are_read_and_checked() {
+        let (_dir, result) = load_file(
+            r#"
+[webhooks]
+backoff_base = "1s"
+give_up_after = "3 days"
+
+[[webhooks.endpoints]]
+name = "crm"
+url = "https://crm.example.org/hooks/veto?source=veto"
+secret = "0123456789abcdef"
+
+[[webhooks.endpoints]]
+name = "call-centre"
+url = "http://10.0.0.5:8080/veto"
+secret = "fedcba9876543210fedcba"
+events = ["withdraw", "erasure", "withdraw"]
+"#,
+            &[],
+        );
+        let loaded = ok(result);
+        assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+        let w = &loaded.config.webhooks;
+        assert_eq!(w.backoff_base, Duration::from_secs(1));
+        assert_eq!(w.backoff_max, Duration::from_secs(3600));
+        assert_eq!(w.give_up_after, Duration::from_secs(3 * 86_400));
+        assert_eq!(w.endpoints.len(), 2);
+        assert_eq!(w.endpoints[0].name, "crm");
+        assert_eq!(w.endpoints[0].secret.expose(), "0123456789abcdef");
+        assert_eq!(
+            w.endpoints[0].events,
+            veto_store::DEFAULT_WEBHOOK_EVENTS
+                .iter()
+                .map(|e| (*e).to_owned())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(w.endpoints[1].events, vec!["withdraw", "erasure"]);
+        // Secrets never print.
+        assert!(!format!("{w:?}").contains("0123456789abcdef"));
+
+        // From the environment, as one TOML value.
+        let loaded = ok(load_from(
+            None,
+            env(&[(
+                "VETO_WEBHOOKS__ENDPOINTS",
+                r#"[{name = "crm", url = "https://crm.example.org/h", secret = "0123456789abcdef"}]"#,
+            )]),
+        ));
+        assert_eq!(loaded.config.webhooks.endpoints.len(), 1);
+
+        let (_dir, result) = load_file(
+            r#"
+[webhooks]
+backoff_base = "2h"
+
+[[webhooks.endpoints]]
+name = "Bad Name"
+url = "ftp://crm.example.org/"
+secret = "short-secret"
+events = ["unsubscribe"]
+colour = "blue"
+
+[[webhooks.endpoints]]
+url = "https://crm.example.org/"
+
+[[webhooks.endpoints]]
+name = "crm"
+url = "https://crm.example.org/"
+secret = "0123456789abcdef"
+
+[[webhooks.endpoints]]
+name = "crm"
+url = "https://other.example.org/"
+secret = "0123456789abcdef"
+"#,
+            &[],
+        );
+        let problems = errors(result);
+        let all = problems.join("\n");
+        assert_eq!(problems.len(), 7, "{all}");
+        assert!(
+            all.contains("#1 name: \"Bad Name\" is not an endpoint name"),
+            "{all}"
+        );
+        assert!(
+            all.contains("#1 url: \"ftp://crm.example.org/\" is not an absolute http(s) URL"),
+            "{all}"
+        );
+        assert!(
+            all.contains("#1 secret: must be at least 16 characters"),
+            "{all}"
+        );
+        assert!(
+            all.contains("#1 events: \"unsubscribe\" is not an event kind"),
+            "{all}"
+        );
+        assert!(all.contains("#2: name, secret must be set"), "{all}");
+        assert!(
+            all.contains("#4 name: the name \"crm\" is used by an earlier endpoint"),
+            "{all}"
+        );
+        assert!(
+            all.contains("[webhooks] backoff_max: must be at least [webhooks] backoff_base"),
+            "{all}"
+        );
+        assert!(!all.contains("short-secret"), "a secret was quoted: {all}");
+        // Each names its line.
+        assert!(problems[0].contains("veto.toml:6:"), "{all}");
     }
 }

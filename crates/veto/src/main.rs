@@ -10,6 +10,7 @@ mod import;
 mod ops;
 mod tls;
 mod tps_cmd;
+mod webhook_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,6 +110,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Consent changes told to the organisation's other systems: status and retries.
+    #[command(subcommand)]
+    Webhooks(webhook_cmd::WebhooksCmd),
 }
 
 #[derive(Subcommand)]

@@ -27,6 +27,7 @@ mod schema;
 mod signups;
 mod suppressions;
 mod topics;
+mod webhooks;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -83,6 +84,8 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/users/{id}", axum::routing::patch(keys::update_user))
         .route("/audit", get(audit::list))
         .route("/audit/verify", post(audit::verify))
+        .route("/webhooks/deliveries", get(webhooks::list))
+        .route("/webhooks/deliveries/{id}/retry", post(webhooks::retry))
         .route_layer(from_fn_with_state(state.clone(), idempotency::idempotency))
         .route_layer(from_fn_with_state(state.clone(), audit::record))
         .route_layer(from_fn_with_state(state.clone(), roles::authorize))

@@ -1099,3 +1099,155 @@ async fn a_dpo_exports_as_veto_export_does_and_erases_as_veto_erase_does() {
         app.close().await;
     }
 }
+
+// ---- webhooks ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_deliveries_are_listed_by_status_and_an_admin_retries_a_failed_one() {
+    use veto_store::{AttemptOutcome, WebhookEndpoint};
+    for app in apps().await {
+        let db = app.name();
+        app.store
+            .set_webhook_endpoints(vec![WebhookEndpoint::new("crm")]);
+        app.grant(JO, "news").await;
+        app.withdraw(JO, "news").await;
+        app.withdraw("kim@example.com", "news").await;
+
+        let (status, page) = app
+            .get_json(
+                "/api/v1/webhooks/deliveries?status=pending&limit=2",
+                &app.viewer,
+            )
+            .await;
+        assert_eq!(status, 200, "{db}: {page}");
+        let rows = page["deliveries"].as_array().expect("deliveries");
+        assert_eq!(rows.len(), 2, "{db}: {page}");
+        assert_eq!(rows[0]["kind"], "grant", "{db}");
+        assert_eq!(rows[1]["kind"], "withdraw", "{db}");
+        assert_eq!(rows[1]["endpoint"], "crm", "{db}");
+        assert_eq!(rows[1]["payload"]["email"], JO, "{db}");
+        assert_eq!(rows[1]["payload"]["topic"], "news", "{db}");
+        assert_eq!(rows[1]["payload"]["event_id"], rows[1]["event_id"], "{db}");
+        let cursor = page["next_cursor"].as_str().expect("a next page");
+        let (_, rest) = app
+            .get_json(
+                &format!("/api/v1/webhooks/deliveries?status=pending&cursor={cursor}"),
+                &app.viewer,
+            )
+            .await;
+        assert_eq!(rest["deliveries"].as_array().map(Vec::len), Some(1), "{db}");
+        assert!(rest["next_cursor"].is_null(), "{db}");
+
+        // One runs out of retries (as the worker records it).
+        let claimed = app
+            .store
+            .claim_webhook_deliveries("n", 1, Timestamp::now(), std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        let id = claimed[0].id;
+        app.store
+            .finish_webhook_attempt(
+                id,
+                "n",
+                AttemptOutcome::GaveUp {
+                    status: Some(503),
+                    error: "the receiver answered 503".into(),
+                },
+                Timestamp::now(),
+            )
+            .await
+            .unwrap();
+        let (_, failed) = app
+            .get_json("/api/v1/webhooks/deliveries?status=failed", &app.viewer)
+            .await;
+        let failed = failed["deliveries"].as_array().expect("deliveries").clone();
+        assert_eq!(failed.len(), 1, "{db}");
+        assert_eq!(
+            (
+                &failed[0]["id"],
+                &failed[0]["last_status"],
+                &failed[0]["attempts"]
+            ),
+            (&json!(id), &json!(503), &json!(1)),
+            "{db}"
+        );
+        assert!(failed[0]["next_attempt_at"].is_null(), "{db}");
+
+        // Only an admin retries; it is pending again, due now, and audited.
+        let retry = format!("/api/v1/webhooks/deliveries/{id}/retry");
+        for key in [&app.viewer, &app.marketer, &dpo(&app).await] {
+            let (status, body) = app.post(&retry, Some(key), &json!({})).await;
+            assert_eq!(status, 403, "{db}: {body}");
+        }
+        let admin = admin(&app).await;
+        let (status, body) = app.post(&retry, Some(&admin), &json!({})).await;
+        assert_eq!(status, 200, "{db}: {body}");
+        assert_eq!(body["delivery"]["status"], "pending", "{db}");
+        let (_, trail) = app.get_json("/api/v1/audit", &admin).await;
+        let last = trail["actions"]
+            .as_array()
+            .and_then(|a| a.last())
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(last["action"], "webhooks.retry", "{db}: {trail}");
+        assert_eq!(last["target"], format!("webhook-delivery:{id}"), "{db}");
+        let (_, failed) = app
+            .get_json("/api/v1/webhooks/deliveries?status=failed", &app.viewer)
+            .await;
+        assert_eq!(
+            failed["deliveries"].as_array().map(Vec::len),
+            Some(0),
+            "{db}"
+        );
+
+        // A delivered one is not sent again; an unknown id and a bad status say so.
+        let claimed = app
+            .store
+            .claim_webhook_deliveries("n", 1, Timestamp::now(), std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        app.store
+            .finish_webhook_attempt(
+                claimed[0].id,
+                "n",
+                AttemptOutcome::Delivered { status: 200 },
+                Timestamp::now(),
+            )
+            .await
+            .unwrap();
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/webhooks/deliveries/{}/retry", claimed[0].id),
+                Some(&admin),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(
+            (status, error_of(&body).0.as_str()),
+            (409, "already_delivered"),
+            "{db}"
+        );
+        let (status, body) = app
+            .post(
+                "/api/v1/webhooks/deliveries/999999/retry",
+                Some(&admin),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(
+            (status, error_of(&body).0.as_str()),
+            (404, "not_found"),
+            "{db}"
+        );
+        let (status, body) = app
+            .get_json("/api/v1/webhooks/deliveries?status=lost", &app.viewer)
+            .await;
+        assert_eq!(status, 422, "{db}: {body}");
+        assert_eq!(error_of(&body).1.as_deref(), Some("status"), "{db}");
+        let (status, body) = app
+            .get_json("/api/v1/webhooks/deliveries", &app.marketer)
+            .await;
+        assert_eq!(status, 403, "{db}: {body}");
+        app.close().await;
+    }
+}

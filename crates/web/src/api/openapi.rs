@@ -30,7 +30,7 @@ things honour `Idempotency-Key`.",
         campaigns::list, campaigns::create, campaigns::show, campaigns::preview, campaigns::test,
         campaigns::control, messages::send, decisions::decide,
         keys::list, keys::create, keys::revoke, keys::users, keys::add_user, keys::update_user,
-        audit::list, audit::verify, openapi_json,
+        audit::list, audit::verify, webhooks::list, webhooks::retry, openapi_json,
     ),
 )]
 pub(crate) struct ApiDoc;

@@ -91,6 +91,8 @@ pub const TABLE: &[EndpointRoles] = &[
     e!("PATCH" "/users/{id}" ADMIN),
     e!("GET" "/audit" AUDITORS),
     e!("POST" "/audit/verify" AUDITORS),
+    e!("GET" "/webhooks/deliveries" AUDITORS),
+    e!("POST" "/webhooks/deliveries/{id}/retry" ADMIN),
 ];
 
 /// The rule for a request, by method and matched route.
