@@ -34,7 +34,9 @@ pub(crate) struct Direct {
 
 impl std::fmt::Debug for Direct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Direct").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Direct")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,9 +91,15 @@ impl Direct {
     }
 
     /// The recipients of `message_key` relayed since `since`.
-    pub(crate) fn relayed_recipients(&self, message_key: &str, since: Timestamp) -> Result<Vec<String>> {
+    pub(crate) fn relayed_recipients(
+        &self,
+        message_key: &str,
+        since: Timestamp,
+    ) -> Result<Vec<String>> {
         self.read(|c| {
-            let mut q = c.stmt("SELECT recipient FROM relayed WHERE message_key = ?1 AND relayed_at >= ?2")?;
+            let mut q = c.stmt(
+                "SELECT recipient FROM relayed WHERE message_key = ?1 AND relayed_at >= ?2",
+            )?;
             q.bind_text(1, message_key)?;
             q.bind_i64(2, since.as_microsecond())?;
             let mut out = Vec::new();
@@ -140,24 +148,29 @@ fn load_state_in(
                 }
             }
             if let Some(kind) = q.text(4) {
-                state.facts.push(crate::sqlite::fact_from_parts(crate::sqlite::FactCols {
-                    kind,
-                    source: q.text(5).ok_or_else(|| null_column("source"))?,
-                    event_id: q.opt_i64(6).ok_or_else(|| null_column("event_id"))?,
-                    at: q.opt_i64(7).ok_or_else(|| null_column("at"))?,
-                    channel: q.text(8),
-                    scope_topic: q.opt_i64(9),
-                    until_at: q.opt_i64(10),
-                    freq_max: q.opt_i64(11),
-                    freq_per: q.text(12),
-                    product_group: q.text(13),
-                    opt_out_offered: q.opt_i64(14),
-                })?);
+                state
+                    .facts
+                    .push(crate::sqlite::fact_from_parts(crate::sqlite::FactCols {
+                        kind,
+                        source: q.text(5).ok_or_else(|| null_column("source"))?,
+                        event_id: q.opt_i64(6).ok_or_else(|| null_column("event_id"))?,
+                        at: q.opt_i64(7).ok_or_else(|| null_column("at"))?,
+                        channel: q.text(8),
+                        scope_topic: q.opt_i64(9),
+                        until_at: q.opt_i64(10),
+                        freq_max: q.opt_i64(11),
+                        freq_per: q.text(12),
+                        product_group: q.text(13),
+                        opt_out_offered: q.opt_i64(14),
+                    })?);
             }
         }
     }
     if let Some(ContactId(cid)) = id
-        && state.facts.iter().any(|f| matches!(f, Fact::Frequency { .. }))
+        && state
+            .facts
+            .iter()
+            .any(|f| matches!(f, Fact::Frequency { .. }))
     {
         let since = now.as_microsecond() - 31 * 86_400 * 1_000_000;
         let mut q = c.stmt(
@@ -213,7 +226,8 @@ fn record_in(c: &mut Conn, deliveries: &[Delivery], now: i64) -> Result<()> {
         q.run()?;
     }
     for (actor, recipients) in deliveries.iter().filter_map(|d| d.service.as_ref()) {
-        let mut q = c.stmt("INSERT INTO service_volume (actor, sent_at, recipients) VALUES (?1, ?2, ?3)")?;
+        let mut q =
+            c.stmt("INSERT INTO service_volume (actor, sent_at, recipients) VALUES (?1, ?2, ?3)")?;
         q.bind_text(1, actor)?;
         q.bind_i64(2, now)?;
         q.bind_i64(3, *recipients)?;
@@ -275,14 +289,20 @@ impl Conn {
     fn open(path: &Path) -> Result<Conn> {
         use std::os::unix::ffi::OsStrExt;
         let name = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-            StoreError::Invalid(format!("the store path {} holds a NUL byte", path.display()))
+            StoreError::Invalid(format!(
+                "the store path {} holds a NUL byte",
+                path.display()
+            ))
         })?;
         let mut db = std::ptr::null_mut();
         let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_NOMUTEX;
         // SAFETY: `name` is NUL-terminated; `db` receives the handle, which
         // is closed on failure below and in `Drop` otherwise.
         let rc = unsafe { ffi::sqlite3_open_v2(name.as_ptr(), &mut db, flags, std::ptr::null()) };
-        let conn = Conn { db, stmts: Vec::new() };
+        let conn = Conn {
+            db,
+            stmts: Vec::new(),
+        };
         if rc != ffi::SQLITE_OK {
             return Err(conn.error(rc, "open"));
         }
@@ -310,10 +330,17 @@ impl Conn {
     }
 
     fn exec(&self, sql: &str) -> Result<()> {
-        let sql = CString::new(sql).map_err(|_| StoreError::Invalid("SQL with a NUL byte".into()))?;
+        let sql =
+            CString::new(sql).map_err(|_| StoreError::Invalid("SQL with a NUL byte".into()))?;
         // SAFETY: `self.db` is open; no callback.
         let rc = unsafe {
-            ffi::sqlite3_exec(self.db, sql.as_ptr(), None, std::ptr::null_mut(), std::ptr::null_mut())
+            ffi::sqlite3_exec(
+                self.db,
+                sql.as_ptr(),
+                None,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
         };
         if rc != ffi::SQLITE_OK {
             return Err(self.error(rc, "exec"));
@@ -333,7 +360,8 @@ impl Conn {
             Some(&(_, s)) => s,
             None => {
                 let mut s = std::ptr::null_mut();
-                let len = c_int::try_from(sql.len()).map_err(|_| StoreError::Invalid("SQL too long".into()))?;
+                let len = c_int::try_from(sql.len())
+                    .map_err(|_| StoreError::Invalid("SQL too long".into()))?;
                 // SAFETY: `sql` is valid for `len` bytes; `s` receives the
                 // statement, finalized in `Drop`.
                 let rc = unsafe {
@@ -397,7 +425,11 @@ impl Stmt<'_> {
             return Ok(());
         }
         // SAFETY: `db` is the statement's open connection.
-        let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(self.db)).to_string_lossy().into_owned() };
+        let msg = unsafe {
+            CStr::from_ptr(ffi::sqlite3_errmsg(self.db))
+                .to_string_lossy()
+                .into_owned()
+        };
         Err(StoreError::Sqlite(format!("{what}: {msg} (code {rc})")))
     }
 
@@ -415,10 +447,13 @@ impl Stmt<'_> {
     }
 
     fn bind_text(&mut self, i: c_int, v: &str) -> Result<()> {
-        let len = c_int::try_from(v.len()).map_err(|_| StoreError::Invalid("text too long for the store".into()))?;
+        let len = c_int::try_from(v.len())
+            .map_err(|_| StoreError::Invalid("text too long for the store".into()))?;
         // SAFETY: `v` is valid for `len` bytes; SQLITE_TRANSIENT makes
         // SQLite copy it before this returns.
-        let rc = unsafe { ffi::sqlite3_bind_text(self.s, i, v.as_ptr().cast(), len, ffi::SQLITE_TRANSIENT()) };
+        let rc = unsafe {
+            ffi::sqlite3_bind_text(self.s, i, v.as_ptr().cast(), len, ffi::SQLITE_TRANSIENT())
+        };
         self.check(rc, "bind")
     }
 
@@ -430,9 +465,12 @@ impl Stmt<'_> {
     }
 
     fn bind_blob(&mut self, i: c_int, v: &[u8]) -> Result<()> {
-        let len = c_int::try_from(v.len()).map_err(|_| StoreError::Invalid("blob too long for the store".into()))?;
+        let len = c_int::try_from(v.len())
+            .map_err(|_| StoreError::Invalid("blob too long for the store".into()))?;
         // SAFETY: as in `bind_text`.
-        let rc = unsafe { ffi::sqlite3_bind_blob(self.s, i, v.as_ptr().cast(), len, ffi::SQLITE_TRANSIENT()) };
+        let rc = unsafe {
+            ffi::sqlite3_bind_blob(self.s, i, v.as_ptr().cast(), len, ffi::SQLITE_TRANSIENT())
+        };
         self.check(rc, "bind")
     }
 
