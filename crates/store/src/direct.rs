@@ -369,7 +369,7 @@ impl Conn {
                         self.db,
                         sql.as_ptr().cast(),
                         len,
-                        ffi::SQLITE_PREPARE_PERSISTENT as u32,
+                        ffi::SQLITE_PREPARE_PERSISTENT,
                         &mut s,
                         std::ptr::null_mut(),
                     )
