@@ -5,6 +5,7 @@
 //! backend by [`backend!`]; `Store` is the one place that dispatches.
 
 mod chain;
+mod direct;
 pub mod export;
 pub mod fence;
 pub mod guard;
@@ -35,6 +36,9 @@ pub const SCHEMA_VERSION: i64 = 12;
 pub enum StoreError {
     #[error("the store could not be reached or answered with an error")]
     Database(#[from] sqlx::Error),
+    /// From the SQLite connections that bypass sqlx (see `direct.rs`).
+    #[error("the store could not be reached or answered with an error: {0}")]
+    Sqlite(String),
     #[error(
         "the store's schema is version {found}, but this veto understands up to {supported}; upgrade veto"
     )]
@@ -135,9 +139,12 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(opts.read_only(false))
             .await?;
-        let store = Store::Sqlite(sqlite::Backend::new(write, read));
-        store.migrate().await?;
-        Ok(store)
+        let mut backend = sqlite::Backend::new(write, read);
+        Store::Sqlite(backend.clone()).migrate().await?;
+        // The gateway's hot path: its own connections, opened once the
+        // schema is there (see `direct.rs`).
+        backend.direct = Some(std::sync::Arc::new(direct::Direct::open(path)?));
+        Ok(Store::Sqlite(backend))
     }
 
     /// Connects to PostgreSQL. With `schema`, veto's tables live in that
@@ -224,6 +231,15 @@ impl Store {
             self.fence().wait_clear(&recorded_contacts(&out)).await;
         }
         Ok(out)
+    }
+
+    /// On SQLite, a connection of its own for the receipt committer (see
+    /// [`ReceiptLog`]); `None` on PostgreSQL.
+    pub(crate) fn direct_writer(&self) -> Option<Result<direct::Conn>> {
+        match self {
+            Store::Sqlite(b) => b.direct.as_ref().map(|d| d.writer()),
+            Store::Postgres(_) => None,
+        }
     }
 
     /// The hand-offs in progress in this process (see [`fence`]).

@@ -30,11 +30,13 @@ pub struct Backend {
     pub(crate) fence: Arc<crate::fence::HandoffFence>,
     /// The webhook endpoints appends write delivery rows for.
     pub(crate) webhooks: Arc<std::sync::RwLock<Arc<Vec<crate::WebhookEndpoint>>>>,
+    /// SQLite only: the gateway's hot path without sqlx (see [`crate::direct`]).
+    pub(crate) direct: Option<Arc<crate::direct::Direct>>,
 }
 
 impl Backend {
     pub(crate) fn new(write: Pool<Db>, read: Pool<Db>) -> Self {
-        Backend { write, read, suppression_key: Arc::default(), fence: Arc::default(), webhooks: Arc::default() }
+        Backend { write, read, suppression_key: Arc::default(), fence: Arc::default(), webhooks: Arc::default(), direct: None }
     }
 
     fn webhook_endpoints(&self) -> Arc<Vec<crate::WebhookEndpoint>> {
@@ -46,7 +48,7 @@ fn now_us() -> i64 {
     Timestamp::now().as_microsecond()
 }
 
-fn ts(us: i64) -> Result<Timestamp> {
+pub(crate) fn ts(us: i64) -> Result<Timestamp> {
     Timestamp::from_microsecond(us).map_err(|_| StoreError::Corrupt(format!("time {us} out of range")))
 }
 
@@ -67,6 +69,9 @@ async fn begin(b: &Backend) -> Result<Tx> {
 }
 
 pub(crate) async fn close(b: &Backend) {
+    if let Some(direct) = &b.direct {
+        direct.close();
+    }
     b.write.close().await;
     b.read.close().await;
 }
@@ -156,7 +161,7 @@ pub(crate) async fn migrate(b: &Backend) -> Result<()> {
     Ok(())
 }
 
-async fn suppression_key(b: &Backend) -> Result<[u8; 32]> {
+pub(crate) async fn suppression_key(b: &Backend) -> Result<[u8; 32]> {
     if let Some(k) = b.suppression_key.get() {
         return Ok(*k);
     }
@@ -170,7 +175,7 @@ async fn suppression_key(b: &Backend) -> Result<[u8; 32]> {
 }
 
 /// The suppression list's keyed hash of an address (HMAC-SHA256).
-fn addr_hash(key: &[u8; 32], email_key: &str) -> Vec<u8> {
+pub(crate) fn addr_hash(key: &[u8; 32], email_key: &str) -> Vec<u8> {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     m.update(b"veto-suppression-v1\0");
     m.update(email_key.as_bytes());
@@ -340,40 +345,66 @@ fn fact_row(contact_id: i64, f: &Fact) -> Option<FactRow> {
 fn fact_from_row(r: &DbRow) -> Result<Fact> {
     let kind: String = r.try_get("kind")?;
     let source: String = r.try_get("source")?;
-    let ev = EventRef {
-        id: veto_core::EventId(r.try_get("event_id")?),
-        at: ts(r.try_get("at")?)?,
-        source: source_from(&source)?,
-    };
-    let channel = channel_from(r.try_get("channel")?)?;
-    let scope = scope_from(r.try_get("scope_topic")?)?;
+    let channel: Option<String> = r.try_get("channel")?;
+    let freq_per: Option<String> = r.try_get("freq_per")?;
+    let product_group: Option<String> = r.try_get("product_group")?;
+    fact_from_parts(FactCols {
+        kind: &kind,
+        source: &source,
+        event_id: r.try_get("event_id")?,
+        at: r.try_get("at")?,
+        channel: channel.as_deref(),
+        scope_topic: r.try_get("scope_topic")?,
+        until_at: r.try_get("until_at")?,
+        freq_max: r.try_get("freq_max")?,
+        freq_per: freq_per.as_deref(),
+        product_group: product_group.as_deref(),
+        opt_out_offered: r.try_get("opt_out_offered")?,
+    })
+}
+
+/// The columns of one consent_state row that make a fact.
+pub(crate) struct FactCols<'a> {
+    pub(crate) kind: &'a str,
+    pub(crate) source: &'a str,
+    pub(crate) event_id: i64,
+    pub(crate) at: i64,
+    pub(crate) channel: Option<&'a str>,
+    pub(crate) scope_topic: Option<i64>,
+    pub(crate) until_at: Option<i64>,
+    pub(crate) freq_max: Option<i64>,
+    pub(crate) freq_per: Option<&'a str>,
+    pub(crate) product_group: Option<&'a str>,
+    pub(crate) opt_out_offered: Option<i64>,
+}
+
+pub(crate) fn fact_from_parts(r: FactCols<'_>) -> Result<Fact> {
+    let ev = EventRef { id: veto_core::EventId(r.event_id), at: ts(r.at)?, source: source_from(r.source)? };
+    let channel = r.channel.map(|c| c.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))).transpose()?;
+    let scope = scope_from(r.scope_topic)?;
     let consent = |say| Fact::Consent { scope, channel, say, ev };
-    Ok(match kind.as_str() {
+    Ok(match r.kind {
         "granted" => consent(Say::Granted),
         "withdrawn" => consent(Say::Withdrawn),
         "refused" => consent(Say::Refused),
         "objection" => Fact::Objection { ev },
         "complaint" => Fact::Complaint { channel, ev },
         "hard_bounce" => Fact::HardBounce { channel, ev },
-        "pause" => Fact::Pause { scope, until: ts(r.try_get::<Option<i64>, _>("until_at")?.unwrap_or(0))?, ev },
-        "frequency" => {
-            let max: Option<i64> = r.try_get("freq_max")?;
-            let per: Option<String> = r.try_get("freq_per")?;
-            Fact::Frequency {
-                limit: FrequencyLimit {
-                    max: u32::try_from(max.unwrap_or(0)).unwrap_or(0),
-                    per: period_from(per.as_deref().unwrap_or(""))?,
-                },
-                ev,
-            }
-        }
+        "pause" => Fact::Pause { scope, until: ts(r.until_at.unwrap_or(0))?, ev },
+        "frequency" => Fact::Frequency {
+            limit: FrequencyLimit {
+                max: u32::try_from(r.freq_max.unwrap_or(0)).unwrap_or(0),
+                per: period_from(r.freq_per.unwrap_or(""))?,
+            },
+            ev,
+        },
         "erased" => Fact::Erased { ev },
         other => match rel_kind_from(other) {
             Some(kind) => Fact::Relationship {
                 kind,
-                product_group: r.try_get("product_group")?,
+                product_group: r.product_group.map(str::to_owned),
                 channel,
-                opt_out_offered: r.try_get::<Option<i64>, _>("opt_out_offered")?.unwrap_or(0) != 0,
+                opt_out_offered: r.opt_out_offered.unwrap_or(0) != 0,
                 ev,
             },
             None => return Err(StoreError::Corrupt(format!("unknown consent_state kind {other:?}"))),
@@ -904,6 +935,9 @@ pub(crate) async fn load_state(
     now: Timestamp,
 ) -> Result<(Option<ContactId>, ConsentState)> {
     let skey = suppression_key(b).await?;
+    if let Some(direct) = &b.direct {
+        return direct.load_state(email.key(), &addr_hash(&skey, email.key()), now);
+    }
     let mut conn = b.read.acquire().await?;
     // One round trip (the guard asks twice per recipient): the contact, its
     // facts (one row each; one row of NULLs when it has none or is
@@ -1843,6 +1877,9 @@ pub(crate) async fn confirm_signup(
 // ---- relay memory, service brake -------------------------------------------
 
 pub(crate) async fn relayed_recipients(b: &Backend, message_key: &str, since: Timestamp) -> Result<Vec<String>> {
+    if let Some(direct) = &b.direct {
+        return direct.relayed_recipients(message_key, since);
+    }
     Ok(sqlx::query_scalar("SELECT recipient FROM relayed WHERE message_key = $1 AND relayed_at >= $2")
         .bind(message_key)
         .bind(since.as_microsecond())

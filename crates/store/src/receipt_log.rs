@@ -29,40 +29,40 @@ pub struct ReceiptLog {
 }
 
 impl ReceiptLog {
-    /// Starts the committer on the current runtime. It stops when the last
+    /// Starts the committer: on SQLite a thread with a connection of its
+    /// own (no hop through sqlx's connection thread per statement), on
+    /// PostgreSQL a task on the current runtime. It stops when the last
     /// handle is dropped, after committing what it was given.
     pub fn start(store: Store) -> ReceiptLog {
-        let (tx, mut rx) = mpsc::channel::<(Delivery, Done)>(4 * MAX_GROUP);
-        tokio::spawn(async move {
-            let mut pruned_at = tokio::time::Instant::now();
-            while let Some(first) = rx.recv().await {
-                let mut jobs = vec![first];
-                while jobs.len() < MAX_GROUP {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
+        let (tx, rx) = mpsc::channel::<(Delivery, Done)>(4 * MAX_GROUP);
+        let rx = match store.direct_writer() {
+            Some(Ok(conn)) => {
+                let (hand, take) = std::sync::mpsc::sync_channel(1);
+                let spawned = std::thread::Builder::new()
+                    .name("veto-receipts".into())
+                    .spawn(move || {
+                        if let Ok(rx) = take.recv() {
+                            commit_on_thread(conn, rx);
+                        }
+                    });
+                match spawned {
+                    Ok(_) => {
+                        let _ = hand.send(rx);
+                        return ReceiptLog { tx };
                     }
-                }
-                let (deliveries, done): (Vec<Delivery>, Vec<Done>) = jobs.into_iter().unzip();
-                let result = store
-                    .record_deliveries(deliveries)
-                    .await
-                    .map_err(|e| e.to_string());
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, "receipts and relay records not committed");
-                }
-                for d in done {
-                    let _ = d.send(result.clone());
-                }
-                if pruned_at.elapsed() > PRUNE_EVERY {
-                    pruned_at = tokio::time::Instant::now();
-                    let before = Timestamp::now() - RELAY_MEMORY;
-                    if let Err(e) = store.prune_relayed(before).await {
-                        tracing::warn!(error = %e, "old relay records not pruned");
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no thread for the receipt committer; committing through the pool");
+                        rx
                     }
                 }
             }
-        });
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "no connection of its own for the receipt committer; committing through the pool");
+                rx
+            }
+            None => rx,
+        };
+        tokio::spawn(commit_on_runtime(store, rx));
         ReceiptLog { tx }
     }
 
@@ -81,6 +81,75 @@ impl ReceiptLog {
             .await
             .map_err(|_| StoreError::Invalid("the receipt committer stopped".into()))?;
         Ok(Pending(wait))
+    }
+}
+
+async fn commit_on_runtime(store: Store, mut rx: mpsc::Receiver<(Delivery, Done)>) {
+    let mut pruned_at = tokio::time::Instant::now();
+    while let Some(first) = rx.recv().await {
+        let (deliveries, done) = group(first, &mut rx);
+        let result = store
+            .record_deliveries(deliveries)
+            .await
+            .map_err(|e| e.to_string());
+        answer(done, result);
+        if pruned_at.elapsed() > PRUNE_EVERY {
+            pruned_at = tokio::time::Instant::now();
+            let before = Timestamp::now() - RELAY_MEMORY;
+            if let Err(e) = store.prune_relayed(before).await {
+                tracing::warn!(error = %e, "old relay records not pruned");
+            }
+        }
+    }
+}
+
+/// The SQLite committer: blocking, on its own thread and connection.
+fn commit_on_thread(mut conn: crate::direct::Conn, mut rx: mpsc::Receiver<(Delivery, Done)>) {
+    let mut pruned_at = std::time::Instant::now();
+    while let Some(first) = rx.blocking_recv() {
+        let (deliveries, done) = group(first, &mut rx);
+        let now = Timestamp::now().as_microsecond();
+        let started = std::time::Instant::now();
+        let result = crate::direct::record_deliveries(&mut conn, &deliveries, now)
+            .map_err(|e| e.to_string());
+        crate::metrics::observe(crate::metrics::Op::ReceiptCommit, started.elapsed());
+        if result.is_ok() {
+            for r in deliveries.iter().flat_map(|d| &d.receipts) {
+                crate::metrics::count_receipt(r.allowed, &r.class, r.reason.as_deref());
+            }
+        }
+        answer(done, result);
+        if pruned_at.elapsed() > PRUNE_EVERY {
+            pruned_at = std::time::Instant::now();
+            let before = Timestamp::now() - RELAY_MEMORY;
+            if let Err(e) = crate::direct::prune_relayed(&mut conn, before) {
+                tracing::warn!(error = %e, "old relay records not pruned");
+            }
+        }
+    }
+}
+
+/// `first` and whatever else is waiting, up to [`MAX_GROUP`].
+fn group(
+    first: (Delivery, Done),
+    rx: &mut mpsc::Receiver<(Delivery, Done)>,
+) -> (Vec<Delivery>, Vec<Done>) {
+    let mut jobs = vec![first];
+    while jobs.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    jobs.into_iter().unzip()
+}
+
+fn answer(done: Vec<Done>, result: Result<(), String>) {
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "receipts and relay records not committed");
+    }
+    for d in done {
+        let _ = d.send(result.clone());
     }
 }
 
