@@ -181,9 +181,12 @@ fn spec(rate: Option<f64>) -> CampaignSpec {
     }
 }
 
+/// A person: address, name, attributes.
+type Person<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, &'a str)]);
+
 impl World {
     /// The people sign up for news on the shop's form.
-    async fn grant(&self, people: &[(&str, Option<&str>, &[(&str, &str)])]) {
+    async fn grant(&self, people: &[Person<'_>]) {
         let topic = self
             .store
             .topic(&TopicKey::parse("news").expect("key"))
@@ -224,7 +227,7 @@ impl World {
     }
 
     async fn grant_plain(&self, addresses: &[String]) {
-        let people: Vec<(&str, Option<&str>, &[(&str, &str)])> = addresses
+        let people: Vec<Person<'_>> = addresses
             .iter()
             .map(|a| (a.as_str(), None, &[][..]))
             .collect();
@@ -324,12 +327,13 @@ fn text(m: &Received) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'=' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'='
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
