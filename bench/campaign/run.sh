@@ -52,14 +52,13 @@ python3 "$HERE/gen_audience.py" "$N" > audience.csv
 "$VETO" topics add news --name "Product news" --description "What we made this month." >/dev/null
 /usr/bin/time -f "import: %e s wall, %M KB max RSS" "$VETO" import contacts audience.csv >/dev/null
 rm audience.csv
-KEY=$("$VETO" keys create --role marketer | tail -n1 | tr -d '[:space:]')
+KEY=$("$VETO" keys create --role marketer 2>/dev/null | tail -n1 | tr -d '[:space:]')
 
 # About 2 KB per personal copy with headers, links and footer (printed below).
 python3 - <<'EOF'
-para = ("This winter we made boots that keep the rain out, a coat that folds into its own "
-        "pocket, and a hat our testers refused to give back. ")
-text = "Hello {{ name }} in {{ attributes.city }},\n\n" + (para * 4) + "\n\nSee you soon,\nThe shop\n"
-html = "<p>Hello {{ name }} in {{ attributes.city }},</p>\n<p>" + (para * 4) + "</p>\n<p>See you soon,<br>The shop</p>\n"
+para = "This winter we made boots that keep the rain out. "
+text = "Hello {{ name }} in {{ attributes.city }},\n\n" + para + "\n\nThe shop\n"
+html = "<p>Hello {{ name }} in {{ attributes.city }},</p>\n<p>" + para + "</p>\n"
 open("text.txt", "w").write(text)
 open("body.html", "w").write(html)
 EOF
@@ -85,7 +84,7 @@ hwm() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$VETO_PID/status"; }
 campaign() {
   "$VETO" campaign create --name "$1" --topic news --from news@shop.example --from-name Shop \
     --subject 'Winter news for {{ name }}' --text text.txt --html body.html --concurrency "$CONCURRENCY" \
-    | grep -oE '[0-9]+' | head -n1
+    2>/dev/null | grep -oE '[0-9]+' | head -n1
 }
 
 receipts() {
@@ -99,10 +98,10 @@ EOF
 # ---- without DKIM: the whole campaign ----
 serve
 ID=$(campaign "bench without DKIM")
-SIZE=$("$VETO" campaign preview "$ID" p1@example.com | wc -c)
+SIZE=$("$VETO" campaign preview "$ID" p1@example.com 2>/dev/null | wc -c)
 say "campaign $ID; one rendered copy (as previewed) is $SIZE bytes"
 T0=$(date +%s.%N)
-"$VETO" campaign send "$ID" --no-watch >/dev/null
+"$VETO" campaign send "$ID" --no-watch >/dev/null 2>&1
 while :; do
   sleep 2
   S=$(api "$ID")
@@ -128,9 +127,9 @@ export VETO_DKIM__SELECTOR=bench
 export VETO_DKIM__PRIVATE_KEY_FILE=$(ls "$SCRATCH"/veto-data/dkim/*.key | head -n1)
 serve
 ID2=$(campaign "bench with DKIM")
-"$VETO" campaign preview "$ID2" p1@example.com | grep -q '^DKIM-Signature: v=1; a=rsa-sha256' \
+"$VETO" campaign preview "$ID2" p1@example.com 2>/dev/null | grep -q '^DKIM-Signature: v=1; a=rsa-sha256' \
   || { echo "the preview carries no RSA DKIM signature" >&2; exit 1; }
-"$VETO" campaign send "$ID2" --no-watch >/dev/null
+"$VETO" campaign send "$ID2" --no-watch >/dev/null 2>&1
 # Queueing a million recipients takes a few seconds; time from the first message.
 while [ "$(api "$ID2" | field "c['progress']['sent']")" = 0 ]; do sleep 0.5; done
 A0=$(date +%s.%N); S0=$(api "$ID2" | field "c['progress']['sent']")
@@ -138,7 +137,7 @@ sleep "$DKIM_SECONDS"
 A1=$(date +%s.%N); S1=$(api "$ID2" | field "c['progress']['sent']")
 S=$(api "$ID2")
 WINDOW2=$(field "c['longest_check_to_handoff_us']" <<<"$S")
-"$VETO" campaign cancel "$ID2" >/dev/null
+"$VETO" campaign cancel "$ID2" >/dev/null 2>&1 || true
 PEAK2=$(hwm)
 DRATE=$(python3 -c "print(round(($S1 - $S0) / ($A1 - $A0)))")
 say "with RSA-2048 DKIM: $((S1 - S0)) sent in $(python3 -c "print(round($A1 - $A0, 1))") s = $DRATE msg/s; peak RSS $PEAK2 MB; longest guard check to hand-off $WINDOW2 us"
