@@ -289,6 +289,28 @@ fn receipts(dir: &Path, id: i64) -> BTreeMap<String, Vec<i64>> {
     by
 }
 
+/// When each address's withdrawal was committed (µs), from the ledger.
+fn withdrawals(dir: &Path) -> BTreeMap<String, i64> {
+    let out = Command::new(PYTHON)
+        .args([
+            "-c",
+            "import sqlite3, sys, json\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             rows = c.execute(\"SELECT c.email, MAX(e.recorded_at) FROM events e JOIN contacts c ON c.id = e.contact_id WHERE e.kind = 'withdraw' GROUP BY c.email\").fetchall()\n\
+             print(json.dumps(rows))",
+        ])
+        .arg(dir.join("veto-data").join("veto.db"))
+        .output()
+        .expect("read the ledger");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(String, i64)> = serde_json::from_slice(&out.stdout).expect("events as JSON");
+    rows.into_iter().collect()
+}
+
 /// The distinct outcomes in the receipts, for failure messages.
 fn outcomes(dir: &Path) -> String {
     let out = Command::new(PYTHON)
@@ -429,6 +451,7 @@ fn unsubscribes_during_a_campaign_stop_the_message_before_the_200() {
 
     let got = received(&s.sink_file);
     let checked = receipts(&s.dir, id);
+    let committed = withdrawals(&s.dir);
     // Nobody who withdrew before the start got anything.
     for i in 0..WITHDRAWN {
         let to = format!("w{i:05}@example.com");
@@ -456,6 +479,14 @@ fn unsubscribes_during_a_campaign_stop_the_message_before_the_200() {
         assert!(
             checks.iter().all(|c| (*c as f64) / 1e6 < *at),
             "{to}'s guard check {checks:?} came after their one-click's 200 at {at:.6}"
+        );
+        // The final check was made before the withdrawal was committed.
+        let w = committed
+            .get(to)
+            .unwrap_or_else(|| panic!("no withdrawal of {to} in the ledger"));
+        assert!(
+            checks.iter().all(|c| c < w),
+            "{to}'s guard check {checks:?} came after their withdrawal was committed at {w}"
         );
     }
     // Everyone else who agreed got exactly one message, with their own link.
