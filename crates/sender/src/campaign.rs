@@ -305,19 +305,20 @@ impl Campaigns {
         let store = self.out.store();
         let progress = store.campaign_progress(id).await?;
         let feedback = store.campaign_feedback(id).await?;
-        let per = |n: i64| {
-            if progress.sent == 0 {
-                0.0
-            } else {
-                n as f64 / progress.sent as f64
-            }
+        let per = |n: i64, of: i64| {
+            if of == 0 { 0.0 } else { n as f64 / of as f64 }
         };
+        // Bounces are counted against every message handed to the next
+        // hop, refused there or not; complaints and unsubscribes against
+        // those it took.
+        let attempted = progress.sent + progress.failed;
+        let per_sent = |n: i64| per(n, progress.sent);
         let rates = Rates {
-            complaint_rate: per(feedback.complaints),
+            complaint_rate: per_sent(feedback.complaints),
             complaint_limit: self.settings.complaint_brake,
-            hard_bounce_rate: per(feedback.hard_bounces),
+            hard_bounce_rate: per(feedback.hard_bounces, attempted),
             hard_bounce_limit: self.settings.bounce_brake,
-            unsubscribe_rate: per(feedback.unsubscribes),
+            unsubscribe_rate: per_sent(feedback.unsubscribes),
         };
         Ok(CampaignStatus {
             campaign,
@@ -689,8 +690,18 @@ impl Campaigns {
             keys,
             limiter,
         });
-        let mut sent = store.campaign_progress(id).await?.sent as u64;
+        // Messages handed to the next hop (taken or refused there): what
+        // the brakes' rates are counted against.
+        let mut sent = {
+            let p = store.campaign_progress(id).await?;
+            (p.sent + p.failed) as u64
+        };
         let mut caps = Caps::new(&self.settings, &c);
+        // The brakes judge once `brake_min_sample` messages are out, and
+        // after a resume (or a restart) once another `brake_min_sample`
+        // went out: a campaign resumed by a person goes on until the rate
+        // is still over the brake on fresh evidence.
+        let judged_from = sent;
         let mut brakes_checked = Instant::now() - Duration::from_secs(10);
         loop {
             if *stop.borrow() {
@@ -703,7 +714,7 @@ impl Campaigns {
             }
             if brakes_checked.elapsed() >= Duration::from_secs(1) {
                 brakes_checked = Instant::now();
-                if self.brakes(id, sent).await? {
+                if self.brakes(id, sent, judged_from).await? {
                     return Ok(());
                 }
             }
@@ -731,7 +742,7 @@ impl Campaigns {
                 return Ok(());
             }
             let round = self.send_round(&job, claimed, chunk).await;
-            sent += round.sent;
+            sent += round.sent + round.bounced;
             caps.count(round.sent);
             if let Some(e) = round.unavailable {
                 return Err(Pause::Upstream(e));
@@ -743,8 +754,9 @@ impl Campaigns {
     }
 
     /// Pauses the campaign if a brake's rate is reached; true if it did.
-    async fn brakes(&self, id: i64, sent: u64) -> Result<bool, StoreError> {
-        if sent < self.settings.brake_min_sample.max(1) {
+    async fn brakes(&self, id: i64, sent: u64, judged_from: u64) -> Result<bool, StoreError> {
+        let sample = self.settings.brake_min_sample.max(1);
+        if sent < sample || (judged_from > 0 && sent - judged_from < sample) {
             return Ok(false);
         }
         let f = self.out.store().campaign_feedback(id).await?;
@@ -993,6 +1005,7 @@ impl Campaigns {
                         (RecipientState::Sent, None, reply)
                     }
                     HandOff::Rejected(reply) => {
+                        round.bounced += 1;
                         rejected.push((to.clone(), reply.clone()));
                         (
                             RecipientState::Failed,
@@ -1077,6 +1090,8 @@ struct Job {
 #[derive(Default)]
 struct Round {
     sent: u64,
+    /// Refused for good by the next hop (hard bounces at once).
+    bounced: u64,
     requeue: Vec<veto_core::ContactId>,
     unavailable: Option<crate::TransportError>,
     store_error: Option<StoreError>,
@@ -1085,6 +1100,7 @@ struct Round {
 impl Round {
     fn merge(&mut self, other: Round) {
         self.sent += other.sent;
+        self.bounced += other.bounced;
         self.requeue.extend(other.requeue);
         if self.unavailable.is_none() {
             self.unavailable = other.unavailable;

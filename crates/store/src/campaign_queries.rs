@@ -367,11 +367,14 @@ pub(crate) async fn campaign_feedback(b: &Backend, id: i64) -> Result<CampaignFe
         return Ok(CampaignFeedback::default());
     };
     // Driven from the (few) feedback events since the start, each checked
-    // against the queue: cheap on a million-recipient campaign.
+    // against the queue: cheap on a million-recipient campaign. A hard
+    // bounce counts for a message sent (a DSN came back) and for one the
+    // next hop refused at once (a 5xx at RCPT).
     let rows = sqlx::query(
         "SELECT e.kind, COUNT(DISTINCT e.contact_id) AS n FROM events e \
          WHERE e.kind IN ('withdraw', 'object', 'hard_bounce', 'complaint') AND e.recorded_at >= $2 \
-         AND EXISTS (SELECT 1 FROM campaign_recipients r WHERE r.campaign_id = $1 AND r.contact_id = e.contact_id AND r.state = 'sent') \
+         AND EXISTS (SELECT 1 FROM campaign_recipients r WHERE r.campaign_id = $1 AND r.contact_id = e.contact_id \
+         AND (r.state = 'sent' OR (e.kind = 'hard_bounce' AND r.state = 'failed' AND r.reason = 'rejected_upstream'))) \
          GROUP BY e.kind",
     )
     .bind(id)

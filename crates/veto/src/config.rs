@@ -2471,6 +2471,23 @@ purchase_after_opt_out = "stays_opted_out"
 # true if the organisation is a charity, which may use the soft opt-in for supporters (PECR reg 22(3A)).
 charity = false
 
+[campaigns]
+# A campaign pauses itself, and says why, at this complaint rate (mailbox providers: under 0.1%, never 0.3%)…
+complaint_brake = "0.1%"
+# … or at this hard-bounce rate (5xx replies at RCPT and bounces that came back)…
+bounce_brake = "5%"
+# … once this many of its messages have been handed off.
+brake_min_sample = 1000
+# Campaign messages per topic, and per API key that created the campaign, per day (UTC); 0 = no cap.
+daily_cap_per_topic = 0
+daily_cap_per_key = 0
+# Recipients a node claims from the queue at once (1 to 10000).
+claim = 256
+# Recipients checked by the guard together, immediately before their hand-offs (1 to 256).
+chunk = 16
+# A claim older than this is taken over by another node (several nodes on one PostgreSQL).
+lease = "120s"
+
 [service]
 # A service send to more recipients than this within bulk_window waits for a DPO's approval.
 bulk_threshold = 100

@@ -12,7 +12,7 @@
 
 mod e2e;
 
-use e2e::{E2E_VAR, Server, free_port, run, veto, wait_for_port};
+use e2e::{E2E_VAR, Server, free_port, run, show, veto, wait_for_port};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -289,6 +289,28 @@ fn receipts(dir: &Path, id: i64) -> BTreeMap<String, Vec<i64>> {
     by
 }
 
+/// When each address's withdrawal was committed (µs), from the ledger.
+fn withdrawals(dir: &Path) -> BTreeMap<String, i64> {
+    let out = Command::new(PYTHON)
+        .args([
+            "-c",
+            "import sqlite3, sys, json\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             rows = c.execute(\"SELECT c.email, MAX(e.recorded_at) FROM events e JOIN contacts c ON c.id = e.contact_id WHERE e.kind = 'withdraw' GROUP BY c.email\").fetchall()\n\
+             print(json.dumps(rows))",
+        ])
+        .arg(dir.join("veto-data").join("veto.db"))
+        .output()
+        .expect("read the ledger");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(String, i64)> = serde_json::from_slice(&out.stdout).expect("events as JSON");
+    rows.into_iter().collect()
+}
+
 /// The distinct outcomes in the receipts, for failure messages.
 fn outcomes(dir: &Path) -> String {
     let out = Command::new(PYTHON)
@@ -429,6 +451,7 @@ fn unsubscribes_during_a_campaign_stop_the_message_before_the_200() {
 
     let got = received(&s.sink_file);
     let checked = receipts(&s.dir, id);
+    let committed = withdrawals(&s.dir);
     // Nobody who withdrew before the start got anything.
     for i in 0..WITHDRAWN {
         let to = format!("w{i:05}@example.com");
@@ -456,6 +479,14 @@ fn unsubscribes_during_a_campaign_stop_the_message_before_the_200() {
         assert!(
             checks.iter().all(|c| (*c as f64) / 1e6 < *at),
             "{to}'s guard check {checks:?} came after their one-click's 200 at {at:.6}"
+        );
+        // The final check was made before the withdrawal was committed.
+        let w = committed
+            .get(to)
+            .unwrap_or_else(|| panic!("no withdrawal of {to} in the ledger"));
+        assert!(
+            checks.iter().all(|c| c < w),
+            "{to}'s guard check {checks:?} came after their withdrawal was committed at {w}"
         );
     }
     // Everyone else who agreed got exactly one message, with their own link.
@@ -574,4 +605,203 @@ fn a_campaign_killed_mid_send_resumes_and_skips_nobody() {
     );
     let out = run(&s.dir, &["audit", "verify"], &s.env);
     assert!(out.contains("ok"), "{out}");
+}
+
+/// The CLI on a fresh install: copies go to the maildir outbox (the
+/// default), and a marketer writes, previews, tests, sends and watches a
+/// campaign. Needs only the veto binary, so it always runs.
+#[test]
+fn a_marketer_runs_a_campaign_from_the_cli_into_the_default_outbox() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path();
+    let (smtp_port, web_port) = (free_port(), free_port());
+    let env = vec![
+        ("VETO_GATEWAY__LISTEN", format!("127.0.0.1:{smtp_port}")),
+        ("VETO_WEB__LISTEN", format!("127.0.0.1:{web_port}")),
+        (
+            "VETO_ORGANISATION__POSTAL_ADDRESS",
+            "1 High Street, Exampletown".to_owned(),
+        ),
+    ];
+    run(dir, &["init", "."], &env);
+    let config = std::fs::read_to_string(dir.join("veto.toml")).expect("veto.toml");
+    assert!(
+        config.contains("upstream = \"maildir\""),
+        "a fresh install delivers to the maildir: {config}"
+    );
+    run(
+        dir,
+        &[
+            "topics",
+            "add",
+            "news",
+            "--name",
+            "News",
+            "--description",
+            "Our news.",
+        ],
+        &env,
+    );
+    std::fs::write(
+        dir.join("people.csv"),
+        "email,action,topic,name,attr.city\n\
+         ann@example.com,grant,news,Ann,Cardiff\n\
+         bob@example.com,grant,news,Bob,Leeds\n\
+         carl@example.com,grant,news,Carl,York\n\
+         carl@example.com,withdraw,news,,\n",
+    )
+    .expect("write");
+    run(dir, &["import", "contacts", "people.csv"], &env);
+    std::fs::write(
+        dir.join("news.txt"),
+        "Hello {{ name }} in {{ attributes.city }}.\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("news.html"),
+        "<p>Hello {{ name }} in {{ attributes.city }}.</p>",
+    )
+    .expect("write");
+
+    // A bad template is refused with the field and the line.
+    std::fs::write(dir.join("bad.txt"), "Hello\n{{ name ").expect("write");
+    let out = veto(
+        dir,
+        &[
+            "campaign",
+            "create",
+            "--name",
+            "Bad",
+            "--topic",
+            "news",
+            "--from",
+            "news@shop.example",
+            "--subject",
+            "Hi",
+            "--text",
+            "bad.txt",
+        ],
+        &env,
+    )
+    .output()
+    .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--text") && err.contains("line 2"), "{err}");
+
+    let id = run(
+        dir,
+        &[
+            "campaign",
+            "create",
+            "--name",
+            "Winter",
+            "--topic",
+            "news",
+            "--from",
+            "news@shop.example",
+            "--from-name",
+            "Shop",
+            "--subject",
+            "Winter news for {{ name }}",
+            "--text",
+            "news.txt",
+            "--html",
+            "news.html",
+            "--rate",
+            "20",
+        ],
+        &env,
+    )
+    .trim()
+    .to_owned();
+    let preview = run(dir, &["campaign", "preview", &id, "ann@example.com"], &env);
+    assert!(
+        preview.contains("Subject: Winter news for Ann"),
+        "{preview}"
+    );
+    assert!(preview.contains("Hello Ann in Cardiff."), "{preview}");
+    let out = veto(
+        dir,
+        &[
+            "campaign",
+            "test",
+            &id,
+            "bob@example.com",
+            "carl@example.com",
+        ],
+        &env,
+    )
+    .output()
+    .expect("run");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "not every test address was sent: {said}"
+    );
+    assert!(
+        said.contains("bob@example.com: sent") && said.contains("carl@example.com: not sent"),
+        "{said}"
+    );
+
+    let mut server = Server(
+        veto(dir, &["serve"], &env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start veto serve"),
+    );
+    wait_for_port(web_port, &mut server);
+    // `send` starts it and watches it to the end (no terminal here: the
+    // bar is hidden and the last line is the summary).
+    let out = veto(dir, &["campaign", "send", &id], &env)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("done: sent 2 · refused 1 (withdrawn 1) · failed 0 · remaining 0"),
+        "{err}"
+    );
+    let out = veto(dir, &["campaign", "watch", &id], &env)
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("done: sent 2"));
+    let shown = run(dir, &["campaign", "show", &id], &env);
+    assert!(
+        shown.contains("complaints") && shown.contains("providers' limit 0.3%"),
+        "{shown}"
+    );
+    let e = veto(dir, &["campaign", "pause", &id], &env)
+        .output()
+        .expect("run");
+    assert!(!e.status.success());
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("is done"),
+        "{}",
+        show(&e)
+    );
+
+    // What went out, in the outbox: the test copy and the two real ones.
+    let outbox = dir.join("veto-data").join("outbox").join("new");
+    let mut mails: Vec<String> = std::fs::read_dir(&outbox)
+        .expect("the outbox")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("a mail"))
+        .collect();
+    mails.sort();
+    assert_eq!(mails.len(), 3, "{mails:?}");
+    assert_eq!(
+        mails
+            .iter()
+            .filter(|m| m.contains("Subject: [TEST]"))
+            .count(),
+        1
+    );
+    assert!(
+        mails
+            .iter()
+            .all(|m| m.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"))
+    );
+    assert!(!mails.iter().any(|m| m.contains("carl@example.com")));
 }

@@ -36,6 +36,11 @@ pub struct Script {
     /// any) and close it, as a server closing an idle connection does.
     pub close_after: Option<usize>,
     pub farewell: Option<&'static str>,
+    /// RCPT replies by address: the first whose key the address contains.
+    pub rcpt_for: Vec<(&'static str, &'static str)>,
+    /// The first this-many RCPT commands (over all connections) are
+    /// answered `451 4.3.0` (upstream busy).
+    pub rcpt_temp_failures: usize,
 }
 
 impl Default for Script {
@@ -49,6 +54,8 @@ impl Default for Script {
             silent_after_message: false,
             close_after: None,
             farewell: None,
+            rcpt_for: Vec::new(),
+            rcpt_temp_failures: 0,
         }
     }
 }
@@ -64,6 +71,8 @@ pub struct Received {
     pub content: Vec<u8>,
     /// The bytes on the wire, with the terminating `.` line for DATA.
     pub wire: Vec<u8>,
+    /// When upstream had it all.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -81,6 +90,8 @@ pub struct Log {
     pub quits: usize,
     /// For each MAIL that opened a transaction: whether it came over TLS.
     pub tls_at_mail: Vec<bool>,
+    /// RCPT commands seen, over all connections.
+    pub rcpts_seen: usize,
 }
 
 pub struct Upstream {
@@ -343,10 +354,22 @@ async fn serve(stream: TcpStream, id: usize, script: Arc<Script>, log: Arc<Mutex
                 c.write(&format!("{reply}\r\n")).await;
             }
             "RCPT" => {
+                let seen = {
+                    let mut log = log.lock().unwrap();
+                    log.rcpts_seen += 1;
+                    log.rcpts_seen
+                };
+                let by_address = script
+                    .rcpt_for
+                    .iter()
+                    .find(|(k, _)| line.contains(k))
+                    .map(|(_, r)| *r);
                 let reply = if mail.is_none() {
                     "503 5.5.1 Error: need MAIL command"
+                } else if seen <= script.rcpt_temp_failures {
+                    "451 4.3.0 Try again later"
                 } else {
-                    scripted.unwrap_or("250 2.1.5 Ok")
+                    by_address.or(scripted).unwrap_or("250 2.1.5 Ok")
                 };
                 if reply.starts_with('2') {
                     rcpts.push(path_of(&line));
@@ -414,6 +437,7 @@ async fn serve(stream: TcpStream, id: usize, script: Arc<Script>, log: Arc<Mutex
                     to: rcpts.clone(),
                     content,
                     wire,
+                    at: std::time::Instant::now(),
                 });
             }
             c.write(&format!("{}\r\n", script.after_message)).await;

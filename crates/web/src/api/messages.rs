@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use veto_core::Role;
 use veto_sender::service::{ServiceError, ServiceOutcome, ServiceRequest};
 
+use super::audit::{Audited, note};
 use super::fields::JsonBody;
 use super::{ApiError, Caller};
 use crate::AppState;
@@ -37,7 +38,7 @@ pub(crate) async fn send(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Audited<(StatusCode, Json<Value>)>, ApiError> {
     if caller.0.role != Role::ServiceSender {
         return Err(ApiError::forbidden(format!(
             "a {} key may not send service messages; create a service-sender key",
@@ -66,22 +67,43 @@ pub(crate) async fn send(
         actor: format!("api-key:{}", caller.0.prefix),
         owner: caller.0.owner.clone(),
     };
+    let kind = req.kind.clone();
+    let asked = req.to.len();
     match veto_sender::service::send(out, settings, req).await {
-        Ok(ServiceOutcome::Held { approval }) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "outcome": "held",
-                "message": format!(
-                    "held: more than {} service recipients within the bulk window; approval request {} awaits a DPO other than this key's holder (POST /api/v1/approvals/{}), then send again",
-                    settings.bulk_threshold, approval.id, approval.id
+        // The request that was held is in the audit trail, and so is (by
+        // `POST /approvals/{id}`) the approval that lets it go.
+        Ok(ServiceOutcome::Held { approval }) => Ok(Audited(
+            note(
+                "messages.held",
+                format!("approval:{}", approval.id),
+                json!({"type": kind, "recipients": asked, "threshold": settings.bulk_threshold}),
+            ),
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "outcome": "held",
+                    "message": format!(
+                        "held: more than {} service recipients within the bulk window; approval request {} awaits a DPO other than this key's holder (POST /api/v1/approvals/{}), then send again",
+                        settings.bulk_threshold, approval.id, approval.id
+                    ),
+                    "approval": approval,
+                })),
+            ),
+        )),
+        Ok(ServiceOutcome::Sent { results }) => {
+            let sent = results.iter().filter(|r| r.status == "sent").count();
+            Ok(Audited(
+                note(
+                    "messages.send",
+                    None,
+                    json!({"type": kind, "recipients": asked, "sent": sent}),
                 ),
-                "approval": approval,
-            })),
-        )),
-        Ok(ServiceOutcome::Sent { results }) => Ok((
-            StatusCode::OK,
-            Json(json!({ "outcome": "sent", "results": results })),
-        )),
+                (
+                    StatusCode::OK,
+                    Json(json!({ "outcome": "sent", "results": results })),
+                ),
+            ))
+        }
         Err(ServiceError::Invalid { field, message }) => Err(ApiError::invalid(
             field,
             "invalid_message",

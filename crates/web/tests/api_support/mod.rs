@@ -91,6 +91,9 @@ pub struct TestApp {
     pub marketer: String,
     pub viewer: String,
     outbox: PathBuf,
+    /// Where campaigns and service messages go (a maildir), when sending is on.
+    sent: PathBuf,
+    stop_sending: Option<tokio::sync::watch::Sender<bool>>,
     _dir: tempfile::TempDir,
     server: JoinHandle<std::io::Result<()>>,
     shutdown: oneshot::Sender<()>,
@@ -116,6 +119,28 @@ pub async fn spawn_app(
     store: Store,
     dir: tempfile::TempDir,
     mail: bool,
+) -> TestApp {
+    spawn_app_with(backend, store, dir, mail, None).await
+}
+
+/// One app per backend, also sending campaigns and service messages (to
+/// the maildir `dir/sent`) under `service`.
+pub async fn sending_apps(service: veto_sender::service::ServiceSettings) -> Vec<TestApp> {
+    let mut v = vec![];
+    for (backend, store, dir) in stores().await {
+        v.push(spawn_app_with(backend, store, dir, true, Some(service.clone())).await);
+    }
+    v
+}
+
+/// As [`spawn_app`]; with `sending`, the API's campaigns and service
+/// messages are on, and the campaign sender runs.
+pub async fn spawn_app_with(
+    backend: Backend,
+    store: Store,
+    dir: tempfile::TempDir,
+    mail: bool,
+    sending: Option<veto_sender::service::ServiceSettings>,
 ) -> TestApp {
     for (key, name, group) in [
         ("news", "Product news", None),
@@ -174,9 +199,45 @@ pub async fn spawn_app(
             description: "Bills and receipts".into(),
         }],
     };
-    let state = AppState::with_mailer(store.clone(), settings, mail.then_some(mailer))
+    let mut state = AppState::with_mailer(store.clone(), settings, mail.then_some(mailer))
         .await
         .expect("app state");
+    let sent = dir.path().join("sent");
+    let mut stop_sending = None;
+    if let Some(service) = sending {
+        let out = veto_sender::outbound::Outbound {
+            guard: veto_store::Guard::new(store.clone(), PolicySettings::default()),
+            transport: std::sync::Arc::new(veto_sender::MaildirTransport::new(
+                veto_sender::Maildir::open(&sent).expect("sent maildir"),
+            )),
+            copies: veto_sender::CopyMaker {
+                links: veto_sender::copy::Links {
+                    public_url: format!("http://{addr}"),
+                    mail_domain: "example.org".into(),
+                    list_domain: "example.org".into(),
+                    feedback_sender: "exampleshop".into(),
+                },
+                footer: veto_sender::copy::FooterText {
+                    organisation: "Example Shop".into(),
+                    postal_address: "1 High Street, Cardiff".into(),
+                    unsubscribe_text: "Unsubscribe".into(),
+                    preferences_text: "Manage your preferences".into(),
+                },
+                dkim: Vec::new(),
+            },
+        };
+        let campaigns = veto_sender::campaign::Campaigns::new(
+            out.clone(),
+            veto_sender::campaign::CampaignSettings {
+                poll: Duration::from_millis(50),
+                ..Default::default()
+            },
+        );
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(campaigns.clone().run(rx));
+        stop_sending = Some(stop);
+        state = state.with_sending(campaigns, out, service);
+    }
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(veto_web::serve(listener, state.clone(), async move {
         let _ = stop.await;
@@ -196,6 +257,8 @@ pub async fn spawn_app(
         marketer,
         viewer,
         outbox,
+        sent,
+        stop_sending,
         _dir: dir,
         server,
         shutdown,
@@ -373,6 +436,19 @@ impl TestApp {
             .collect()
     }
 
+    /// The campaign and service messages handed off, oldest first.
+    pub fn sent(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.sent.join("new")) else {
+            return vec![];
+        };
+        let mut files: Vec<PathBuf> = dir.map(|e| e.expect("entry").path()).collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).expect("mail file"))
+            .collect()
+    }
+
     /// The `{public_url}/confirm/{token}` link in a message.
     pub fn confirm_link(&self, mail: &str) -> String {
         // Undo quoted-printable soft line breaks, should the body use them.
@@ -478,6 +554,9 @@ impl TestApp {
 
     /// Stops the server and closes the store.
     pub async fn close(self) {
+        if let Some(stop) = &self.stop_sending {
+            let _ = stop.send(true);
+        }
         let _ = self.shutdown.send(());
         let mut server = self.server;
         if tokio::time::timeout(Duration::from_secs(10), &mut server)
