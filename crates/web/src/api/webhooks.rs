@@ -107,7 +107,7 @@ pub(crate) async fn list(
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<WebhookDeliveriesPage>, ApiError> {
     let paging = Paging::new(q.limit.as_deref(), q.cursor.as_deref())?;
-    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+    let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(WebhookStatus::parse(s).ok_or_else(|| {
             ApiError::invalid(
