@@ -19,7 +19,7 @@ pub use event::{
 };
 pub use policy::{
     Allowance, CHARITY_SOFT_OPT_IN_START, Decision, Message, MessageClass, PolicySettings,
-    PurchaseAfterOptOut, Reason, Refusal, Rule, check_append, decide,
+    PurchaseAfterOptOut, Reason, Refusal, Rule, TPS_DAYS, check_append, decide, tps_days_passed,
 };
 pub use role::Role;
 pub use state::{Cause, ConsentState, EventRef, Fact, Say, SubscriberKind};

@@ -18,6 +18,15 @@ use crate::{
 /// force: 5 Feb 2026. Supporters recruited before it have no soft opt-in.
 pub const CHARITY_SOFT_OPT_IN_START: Timestamp = Timestamp::constant(1_770_249_600, 0);
 
+/// PECR reg 21's 28 days: a TPS/CTPS listing binds callers 28 days after it
+/// is made, and screening data older than this is stale.
+pub const TPS_DAYS: i64 = 28;
+
+/// At least [`TPS_DAYS`] whole days from `since` to `now`.
+pub fn tps_days_passed(since: Timestamp, now: Timestamp) -> bool {
+    now.as_second() - since.as_second() >= TPS_DAYS * 86_400
+}
+
 /// Where the law leaves a choice: a new purchase after an opt-out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PurchaseAfterOptOut {
@@ -587,11 +596,10 @@ impl<'a> Context<'a> {
         if self.consent.is_some() {
             return Ok(allow(Rule::Pecr21, self.consent));
         }
-        let grace = 28 * 86_400;
         let Some((screened_at, listed_since)) = self.state.phone_screen() else {
             return Err(refuse(Rule::Pecr21Screen, Reason::NotScreened, None));
         };
-        if self.now.as_second() - screened_at.as_second() >= grace {
+        if tps_days_passed(screened_at, self.now) {
             return Err(refuse(
                 Rule::Pecr21Screen,
                 Reason::ScreeningStale { screened_at },
@@ -599,7 +607,7 @@ impl<'a> Context<'a> {
             ));
         }
         if let Some(since) = listed_since
-            && self.now.as_second() - since.as_second() >= grace
+            && tps_days_passed(since, self.now)
         {
             return Err(refuse(Rule::Pecr21, Reason::TpsListed { since }, None));
         }

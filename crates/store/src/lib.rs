@@ -36,7 +36,8 @@ pub const SCHEMA_VERSION: i64 = 12;
 pub enum StoreError {
     #[error("the store could not be reached or answered with an error")]
     Database(#[from] sqlx::Error),
-    /// From the SQLite connections that bypass sqlx (see `direct.rs`).
+    /// From the SQLite connections veto opens itself rather than through
+    /// sqlx (see `direct.rs`); the guard's reads fail closed on it too.
     #[error("the store could not be reached or answered with an error: {0}")]
     Sqlite(String),
     #[error(

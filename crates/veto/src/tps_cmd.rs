@@ -163,7 +163,7 @@ async fn import(app: &App, file: &Path, list: &str, as_of: Option<&str>) -> Resu
 async fn status(app: &App, json_out: bool) -> Result<ExitCode> {
     let imports = app.store.tps_imports().await?;
     let now = Timestamp::now();
-    let stale = |t: Timestamp| now.as_second() - t.as_second() >= 28 * 86_400;
+    let stale = |t: Timestamp| veto_core::tps_days_passed(t, now);
     if json_out {
         let v: Vec<_> = imports
             .iter()

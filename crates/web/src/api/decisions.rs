@@ -24,8 +24,6 @@ use crate::AppState;
 
 /// The most people one request may ask about.
 const MAX_PEOPLE: usize = 1000;
-/// Screening data older than this is stale (PECR reg 21, the TPS's 28 days).
-const SCREEN_DAYS: i64 = 28;
 
 /// The request as described; it is read field by field (`fields.rs`).
 #[allow(dead_code)]
@@ -331,7 +329,7 @@ fn person(i: usize, v: &Value) -> Result<Who, ApiError> {
 fn screening_out(number: Option<&PhoneNumber>, s: &PhoneScreening, now: Timestamp) -> ScreeningOut {
     let stale = s
         .screened_at
-        .is_none_or(|t| now.as_second() - t.as_second() >= SCREEN_DAYS * 86_400);
+        .is_none_or(|t| veto_core::tps_days_passed(t, now));
     ScreeningOut {
         number: number.map(|n| n.as_str().to_owned()),
         list: s.list.as_str().to_owned(),
