@@ -942,3 +942,50 @@ async fn print_block(
     stdout.flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_people_are_the_same_every_time_and_usable() {
+        let a: Vec<String> = all_people().into_iter().map(|p| p.email).collect();
+        let b: Vec<String> = all_people().into_iter().map(|p| p.email).collect();
+        assert_eq!(a, b, "the seed is fixed");
+        assert_eq!(a.len(), STARS.len() + GENERATED);
+        let unique: std::collections::BTreeSet<&String> = a.iter().collect();
+        assert_eq!(unique.len(), a.len(), "every address once");
+        for p in all_people() {
+            EmailAddress::parse(&p.email).expect("an address");
+            if let Some(phone) = &p.phone {
+                PhoneNumber::parse(phone).expect("a phone number");
+            }
+            // Each history is in time order (oldest first), as the ledger records it.
+            let days: Vec<i64> = p.steps.iter().map(|s| s.days_ago).collect();
+            assert!(
+                days.windows(2).all(|w| w[0] >= w[1]),
+                "{}: {days:?}",
+                p.email
+            );
+        }
+        for s in STARS {
+            assert!(a.iter().any(|e| e == s.email), "{} is seeded", s.email);
+        }
+    }
+
+    #[test]
+    fn the_demo_configuration_loads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join(config::DEFAULT_FILE);
+        std::fs::write(&file, demo_toml()).expect("write");
+        let loaded = config::load(Some(&file)).expect("the demo veto.toml loads");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let c = loaded.config;
+        assert_eq!(c.organisation.name, ORGANISATION);
+        assert_eq!(
+            c.gateway.trusted_default_topic.as_ref().map(|t| t.as_str()),
+            Some(DEMO_TOPIC)
+        );
+        assert_eq!(c.service.types.len(), 3);
+    }
+}
