@@ -30,7 +30,7 @@ use veto_core::{
 };
 
 /// The schema version this build writes. A store with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 14;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -67,6 +67,7 @@ macro_rules! backend {
             include!("tps_queries.rs");
             include!("retention_queries.rs");
             include!("webhook_queries.rs");
+            include!("session_queries.rs");
         }
     };
 }
@@ -96,6 +97,8 @@ mod retention;
 pub use retention::{
     EvidencePurged, Inspection, PurgeReport, Retention, inspect_sqlite, sqlite_single_file,
 };
+mod session;
+pub use session::*;
 mod staff;
 pub use staff::*;
 mod tps;

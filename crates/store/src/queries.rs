@@ -90,6 +90,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (8, include_str!("migrations/postgres_0008.sql")),
         (11, include_str!("migrations/postgres_0011.sql")),
         (12, include_str!("migrations/postgres_0012.sql")),
+        (14, include_str!("migrations/postgres_0014.sql")),
     ]
 } else {
     &[
@@ -103,6 +104,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (8, include_str!("migrations/sqlite_0008.sql")),
         (11, include_str!("migrations/sqlite_0011.sql")),
         (12, include_str!("migrations/sqlite_0012.sql")),
+        (14, include_str!("migrations/sqlite_0014.sql")),
     ]
 };
 

@@ -279,6 +279,10 @@ impl Serving {
         )
         .with_metrics_access(crate::ops::metrics_access(&app.config))
         .with_webhooks(feedback);
+        let state = match app::outbox_dir(&app.config) {
+            Some(dir) => state.with_outbox(dir),
+            None => state,
+        };
         let listener = tokio::net::TcpListener::bind(app.config.web.listen)
             .await
             .with_context(|| {

@@ -1,6 +1,7 @@
 //! `veto demo` as a newcomer runs it: the real binary seeds a directory,
 //! serves it, and prints a block of URLs, passwords and a swaks command.
-//! The test follows the block: the pages answer, the gateway says 250 to
+//! The test follows the block: the pages answer, the printed passwords
+//! sign in to the admin UI, the gateway says 250 to
 //! the consenting demo customers and 550 to the opted-out ones, the demo
 //! campaign reaches exactly the people the guard admits (each copy with a
 //! List-Unsubscribe header), and a second run seeds nothing and prints the
@@ -101,6 +102,37 @@ fn http_status(url: &str) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
+}
+
+/// Signs in to the admin UI as a browser would: the status and whether a
+/// session cookie was set.
+fn sign_in(base: &str, name: &str, password: &str) -> (u16, bool) {
+    let authority = base.strip_prefix("http://").expect("an http:// base");
+    let mut stream = TcpStream::connect(authority).expect("connect to the web server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let body = format!("name={name}&password={password}");
+    write!(
+        stream,
+        "POST /admin/login HTTP/1.1\r\nHost: {authority}\r\nOrigin: {base}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the sign-in");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    let cookie = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("set-cookie:"));
+    (status, cookie)
 }
 
 struct Smtp {
@@ -260,6 +292,17 @@ fn demo_seeds_once_serves_and_the_guard_decides_who_gets_mail() {
         .iter()
         .map(|u| after(&block, &format!("{u} ")).to_owned())
         .collect();
+    // The printed passwords sign in to the admin UI.
+    assert_eq!(http_status(&format!("{base}/admin/login")), 200);
+    for (user, password) in ["admin", "dpo", "marketer"].iter().zip(&passwords) {
+        let (status, cookie) = sign_in(&base, user, password);
+        assert!(
+            (300..400).contains(&status) && cookie,
+            "{user} signs in: {status}"
+        );
+    }
+    let (status, cookie) = sign_in(&base, "admin", "not-the-password");
+    assert!(status == 401 && !cookie, "a wrong password: {status}");
 
     // The printed swaks command, spoken by hand: 250 for the consenting
     // demo customers, 550 for the opted-out and the erased one.
