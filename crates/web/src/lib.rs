@@ -202,6 +202,12 @@ impl AppState {
         }
     }
 
+    /// The maildir the admin UI's outbox viewer shows, when delivery is to
+    /// a maildir (`None`: to an MTA).
+    pub(crate) fn outbox_dir(&self) -> Option<&std::path::Path> {
+        self.inner.outbox.as_deref()
+    }
+
     pub(crate) fn webhooks(&self) -> Option<&Arc<Webhooks>> {
         self.inner.webhooks.as_ref()
     }

@@ -15,7 +15,10 @@
 //! registered in [`render::TEMPLATES`]; after a change, `staff.record(…)`
 //! and [`done`] back to a page with a notice.
 
+mod approvals;
+mod campaigns;
 mod dashboard;
+mod outbox;
 mod render;
 mod session;
 
@@ -38,6 +41,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", axum::routing::post(session::logout))
         .route("/audit/verify", axum::routing::post(dashboard::verify))
+        .merge(campaigns::routes())
+        .merge(approvals::routes())
+        .merge(outbox::routes())
         .fallback(render::not_found)
         .layer(axum::middleware::map_response(
             |mut res: axum::response::Response| async move {

@@ -31,6 +31,34 @@ pub(super) const TEMPLATES: &[(&str, &str)] = &[
         "admin/dashboard.html",
         include_str!("../../templates/admin/dashboard.html"),
     ),
+    (
+        "admin/campaigns.html",
+        include_str!("../../templates/admin/campaigns.html"),
+    ),
+    (
+        "admin/campaign_new.html",
+        include_str!("../../templates/admin/campaign_new.html"),
+    ),
+    (
+        "admin/campaign.html",
+        include_str!("../../templates/admin/campaign.html"),
+    ),
+    (
+        "admin/campaign_cancel.html",
+        include_str!("../../templates/admin/campaign_cancel.html"),
+    ),
+    (
+        "admin/approvals.html",
+        include_str!("../../templates/admin/approvals.html"),
+    ),
+    (
+        "admin/outbox.html",
+        include_str!("../../templates/admin/outbox.html"),
+    ),
+    (
+        "admin/outbox_message.html",
+        include_str!("../../templates/admin/outbox_message.html"),
+    ),
 ];
 
 /// The menu: (label, link, the API endpoint whose roles may see it).
@@ -277,6 +305,24 @@ fn error_page(heading: &str, text: &str) -> Response {
     }
 }
 
+/// A time as the admin pages show it: "12 Mar 2026 14:05 UTC".
+pub(crate) fn show_time(t: veto_core::Timestamp) -> String {
+    t.strftime("%-d %b %Y %H:%M UTC").to_string()
+}
+
+/// A count with thousands separated: "1,234".
+pub(crate) fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
 /// Percent-encodes a query value.
 pub(crate) fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("v", s)])
@@ -321,6 +367,16 @@ mod tests {
             env.add_template(name, src)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+    }
+
+    #[test]
+    fn times_and_counts_read_well() {
+        let t: veto_core::Timestamp = "2026-03-12T14:05:59Z".parse().unwrap();
+        assert_eq!(show_time(t), "12 Mar 2026 14:05 UTC");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1234), "1,234");
+        assert_eq!(thousands(5_000_000), "5,000,000");
     }
 
     #[test]
