@@ -179,7 +179,99 @@ async fn marketer_journey(browser: &Browser, app: &TestApp) {
     assert_eq!(browser.text("h1").await, "Dashboard");
     browser.assert_accessible("admin dashboard").await;
     browser.screenshot("admin-dashboard.png").await;
+    campaign_journey(browser, app).await;
     sign_out(browser).await;
+}
+
+/// Creates a campaign through the form, starts it, and watches the
+/// progress bar fill while the page stays loaded.
+async fn campaign_journey(browser: &Browser, app: &TestApp) {
+    browser.goto(&app.url("/admin/campaigns/new")).await;
+    browser.assert_accessible("admin new campaign").await;
+    // A mistake first: the form says which field, keeps what was typed.
+    type_into(browser, "#name", "Spring news").await;
+    browser
+        .eval("document.getElementById('topic').value = 'news'; return null;")
+        .await;
+    type_into(browser, "#from", "news@shop.example").await;
+    type_into(browser, "#subject", "Spring news for {{ email ").await;
+    type_into(browser, "#text", "Hello,\nWhat is new this spring.\n").await;
+    type_into(browser, "#rate", "3").await;
+    browser
+        .click("form.campaign-form button[type=submit]")
+        .await;
+    browser.wait_for("#form-error").await;
+    assert!(browser.text("#form-error").await.contains("subject"));
+    assert_eq!(browser.value("#name").await, "Spring news");
+    browser
+        .assert_accessible("admin new campaign, refused")
+        .await;
+    type_into(browser, "#subject", "Spring news for {{ email }}").await;
+    browser.screenshot("admin-campaign-new.png").await;
+    browser
+        .click("form.campaign-form button[type=submit]")
+        .await;
+    browser.wait_for("[data-progress-url]").await;
+    assert_eq!(browser.text("h1").await, "Campaign: Spring news");
+    assert!(
+        browser
+            .text(".flash-ok")
+            .await
+            .contains("created as a draft")
+    );
+    browser.assert_accessible("admin campaign draft").await;
+
+    // Start it; then the page is never reloaded: the script fills the bar.
+    let start = browser
+        .find_all("form[action$='/start'] button")
+        .await
+        .into_iter()
+        .next()
+        .expect("a start button for a draft");
+    browser_support::step("click start", start.click()).await;
+    browser
+        .wait_for("[data-progress-url][data-running='true']")
+        .await;
+    browser
+        .eval("window.vetoStayedHere = true; return null;")
+        .await;
+    let total = AGREED.len() + 1;
+    let finished = format!("{} of {total} sent, 1 withheld", AGREED.len());
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = browser.text("[data-progress-text]").await;
+        if text == finished {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the progress bar never showed {finished:?}; it shows {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let bar = browser
+        .eval("const p = document.querySelector('[data-progress-url] progress'); return [p.value, p.max];")
+        .await;
+    assert_eq!(bar, serde_json::json!([total, total]));
+    assert_eq!(
+        browser.eval("return window.vetoStayedHere === true;").await,
+        serde_json::json!(true),
+        "the progress came without reloading the page"
+    );
+    // The status follows too, once the sender has marked it done.
+    let until = Instant::now() + Duration::from_secs(30);
+    while browser.text("[data-progress-status]").await != "done" {
+        assert!(Instant::now() < until, "the campaign never showed done");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    browser.assert_accessible("admin campaign sent").await;
+    browser.screenshot("admin-campaign-sent.png").await;
+    let sent = app.sent();
+    assert_eq!(sent.len(), AGREED.len(), "one copy per person who agreed");
+    assert!(
+        sent.iter().all(|m| !m.contains(LEFT)),
+        "nothing for {LEFT}, who unsubscribed"
+    );
 }
 
 /// Opens every page in `name`'s menu: each loads, has a heading, passes
