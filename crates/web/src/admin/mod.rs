@@ -15,6 +15,7 @@
 //! registered in [`render::TEMPLATES`]; after a change, `staff.record(…)`
 //! and [`done`] back to a page with a notice.
 
+mod config;
 mod dashboard;
 mod render;
 mod session;
@@ -24,7 +25,7 @@ use axum::http::{HeaderValue, header};
 use axum::routing::get;
 
 use crate::AppState;
-pub(crate) use render::{AdminError, done, done_with_error, render};
+pub(crate) use render::{AdminError, done, done_with_error, render, when};
 pub(crate) use session::{Posted, Staff};
 
 /// The admin UI's own Content-Security-Policy: as strict as the customer
@@ -38,6 +39,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", axum::routing::post(session::logout))
         .route("/audit/verify", axum::routing::post(dashboard::verify))
+        .merge(config::routes())
         .fallback(render::not_found)
         .layer(axum::middleware::map_response(
             |mut res: axum::response::Response| async move {

@@ -31,6 +31,34 @@ pub(super) const TEMPLATES: &[(&str, &str)] = &[
         "admin/dashboard.html",
         include_str!("../../templates/admin/dashboard.html"),
     ),
+    (
+        "admin/topics.html",
+        include_str!("../../templates/admin/topics.html"),
+    ),
+    (
+        "admin/wordings.html",
+        include_str!("../../templates/admin/wordings.html"),
+    ),
+    (
+        "admin/keys.html",
+        include_str!("../../templates/admin/keys.html"),
+    ),
+    (
+        "admin/key_created.html",
+        include_str!("../../templates/admin/key_created.html"),
+    ),
+    (
+        "admin/key_revoke.html",
+        include_str!("../../templates/admin/key_revoke.html"),
+    ),
+    (
+        "admin/users.html",
+        include_str!("../../templates/admin/users.html"),
+    ),
+    (
+        "admin/webhooks.html",
+        include_str!("../../templates/admin/webhooks.html"),
+    ),
 ];
 
 /// The menu: (label, link, the API endpoint whose roles may see it).
@@ -51,6 +79,7 @@ const MENU: &[(&str, &str, &str, &str)] = &[
     ("Outbox", "/admin/outbox", "GET", "/receipts"),
     ("Webhooks", "/admin/webhooks", "GET", "/webhooks/deliveries"),
     ("API keys", "/admin/keys", "GET", "/keys"),
+    ("Staff users", "/admin/users", "GET", "/users"),
     ("Audit trail", "/admin/audit", "GET", "/audit"),
 ];
 
@@ -277,6 +306,11 @@ fn error_page(heading: &str, text: &str) -> Response {
     }
 }
 
+/// A time as the admin pages show it: "12 Mar 2026 14:05 UTC".
+pub(crate) fn when(t: veto_core::Timestamp) -> String {
+    t.strftime("%-d %b %Y %H:%M UTC").to_string()
+}
+
 /// Percent-encodes a query value.
 pub(crate) fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("v", s)])
@@ -321,6 +355,12 @@ mod tests {
             env.add_template(name, src)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+    }
+
+    #[test]
+    fn times_read_plainly() {
+        let t: veto_core::Timestamp = "2026-03-02T14:05:59Z".parse().expect("time");
+        assert_eq!(when(t), "2 Mar 2026 14:05 UTC");
     }
 
     #[test]
