@@ -302,6 +302,9 @@ async fn an_admin_creates_a_key_sees_it_once_and_revokes_it_after_confirming() {
             "{db}"
         );
         assert!(res.body.contains("will not be shown again"), "{db}");
+        assert!(res.body.contains("<dd>marketer</dd>"), "{db}: {}", res.body);
+        // The header still names who is signed in, with their own role.
+        assert!(res.body.contains("(admin)"), "{db}");
         let at = res.body.find("readonly value=\"").expect("the key") + 16;
         let key = res.body[at..at + res.body[at..].find('"').expect("end")].to_owned();
         assert!(key.len() > 20, "{db}: {key}");

@@ -119,7 +119,7 @@ pub(super) async fn create(
             "current": "/admin/keys",
             "key": k.key,
             "prefix": info.prefix,
-            "role": info.role.as_str(),
+            "key_role": info.role.as_str(),
             "default_topic": info.default_topic,
             "default_service": info.default_service,
             "owner": info.owner,
