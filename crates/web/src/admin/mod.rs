@@ -16,6 +16,7 @@
 //! and [`done`] back to a page with a notice.
 
 mod dashboard;
+mod people;
 mod render;
 mod session;
 
@@ -38,6 +39,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", axum::routing::post(session::logout))
         .route("/audit/verify", axum::routing::post(dashboard::verify))
+        .merge(people::routes())
         .fallback(render::not_found)
         .layer(axum::middleware::map_response(
             |mut res: axum::response::Response| async move {
