@@ -77,7 +77,7 @@ pub(super) async fn page(
         .campaigns()
         .await?
         .iter()
-        .filter(|c| matches!(c.state, CampaignState::Sending | CampaignState::Scheduled))
+        .filter(|c| c.state == CampaignState::Sending)
         .count();
     let held = store.approvals(true).await?.len();
     render(

@@ -61,6 +61,13 @@ fn position(v: Option<&str>, name: &str) -> Result<Option<i64>, AdminError> {
     }
 }
 
+/// A stored RFC 3339 time as people read it ("12 Mar 2026 14:05 UTC").
+fn shown(t: &str) -> String {
+    t.parse::<Timestamp>()
+        .map(when)
+        .unwrap_or_else(|_| t.to_owned())
+}
+
 fn contact_id(id: &str) -> Result<i64, AdminError> {
     id.parse::<i64>()
         .ok()
@@ -120,7 +127,7 @@ pub(super) async fn contacts(
                 "id": c.id,
                 "email": c.email,
                 "name": c.name,
-                "created": c.created_at,
+                "created": shown(&c.created_at),
                 "erased": c.erased_at.is_some(),
             })
         })
@@ -240,8 +247,8 @@ pub(super) async fn contact(
                 "name": contact.name,
                 "phone": contact.phone,
                 "jurisdictions": contact.jurisdictions,
-                "created": contact.created_at,
-                "erased": contact.erased_at,
+                "created": shown(&contact.created_at),
+                "erased": contact.erased_at.as_deref().map(shown),
             },
             "decisions": decisions,
             "timeline": timeline,
