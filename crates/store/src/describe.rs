@@ -173,6 +173,83 @@ fn capitalise(s: &str) -> String {
     }
 }
 
+/// "2026-03-12 14:05 UTC", as the command line writes times.
+fn iso_when(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// A ledger event on one line, with its id and evidence, as `veto why`
+/// prints a person's history for a DPO.
+pub fn event_line(e: &StoredEvent, topics: &HashMap<u16, String>) -> String {
+    let what = match &e.event.kind {
+        EventKind::Grant => "agreed to".to_owned(),
+        EventKind::Withdraw => "withdrew from".to_owned(),
+        EventKind::Object => "objected to all marketing".to_owned(),
+        EventKind::Refused => "opted out at collection of".to_owned(),
+        EventKind::Relationship(r) => format!(
+            "{}{}{}",
+            r.kind.as_str(),
+            r.product_group
+                .as_ref()
+                .map(|g| format!(" in group {g}"))
+                .unwrap_or_default(),
+            if r.opt_out_offered {
+                " (opt-out offered, not taken)"
+            } else {
+                " (no opt-out offered)"
+            }
+        ),
+        EventKind::HardBounce => "hard bounce".into(),
+        EventKind::BounceCleared => "bounce cleared".into(),
+        EventKind::Complaint => "spam complaint".into(),
+        EventKind::Pause { until } => format!("paused marketing until {}", iso_when(*until)),
+        EventKind::Frequency(Some(l)) => {
+            format!("limited marketing to {} a {}", l.max, l.per.as_str())
+        }
+        EventKind::Frequency(None) => "lifted their frequency limit".into(),
+        EventKind::Erasure => "data erased".into(),
+    };
+    let scoped = matches!(
+        e.event.kind,
+        EventKind::Grant | EventKind::Withdraw | EventKind::Refused | EventKind::Pause { .. }
+    );
+    let scope = match (scoped, e.event.scope) {
+        (false, _) => String::new(),
+        (true, Scope::All) => " all marketing".into(),
+        (true, Scope::Topic(t)) => format!(
+            " {}",
+            topics
+                .get(&t.0)
+                .cloned()
+                .unwrap_or_else(|| format!("topic #{}", t.0))
+        ),
+    };
+    let channel = e
+        .event
+        .channel
+        .map_or("all channels".to_owned(), |c| c.as_str().to_owned());
+    let mut s = format!(
+        "{}  #{:<6} {what}{scope} ({channel}) via {}",
+        iso_when(e.event.at),
+        e.event.id.0,
+        e.event.source.as_str()
+    );
+    if let Some(w) = e.wording {
+        s.push_str(&format!(", wording #{}", w.0));
+    }
+    if let Some(url) = &e.form_url {
+        s.push_str(&format!(", form {url}"));
+    }
+    if let Some(o) = &e.order_ref {
+        s.push_str(&format!(", order {o}"));
+    }
+    if let Some(ip) = e.personal.as_ref().and_then(|p| p.ip.as_ref()) {
+        s.push_str(&format!(", IP {ip}"));
+    }
+    s.push_str(&format!(", by {}", e.actor));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
