@@ -68,6 +68,7 @@ macro_rules! backend {
             include!("retention_queries.rs");
             include!("webhook_queries.rs");
             include!("session_queries.rs");
+            include!("overview_queries.rs");
         }
     };
 }
@@ -97,6 +98,9 @@ mod retention;
 pub use retention::{
     EvidencePurged, Inspection, PurgeReport, Retention, inspect_sqlite, sqlite_single_file,
 };
+pub mod describe;
+mod overview;
+pub use overview::*;
 mod session;
 pub use session::*;
 mod staff;

@@ -1,6 +1,6 @@
 //! One function per command.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -9,11 +9,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use veto_core::{
-    Channel, Decision, EmailAddress, EventKind, Message, MessageClass, Role, Scope, Timestamp,
-    Topic, TopicKey, decide,
+    Channel, Decision, EmailAddress, Message, MessageClass, Role, Timestamp, Topic, TopicKey,
+    decide,
 };
+use veto_store::describe::event_line;
 use veto_store::export::event_json;
-use veto_store::{Append, AppendOutcome, ContactInput, Evidence, NewTopic, Store, StoredEvent};
+use veto_store::{Append, AppendOutcome, ContactInput, Evidence, NewTopic, Store};
 
 use crate::app::{self, App};
 use crate::import::{self, Format, Known, Options};
@@ -895,77 +896,6 @@ async fn find_topic(store: &Store, key: &str) -> Result<Topic> {
     }
 }
 
-/// A ledger event in words a DPO reads.
-fn describe(e: &StoredEvent, topics: &HashMap<u16, String>) -> String {
-    let what = match &e.event.kind {
-        EventKind::Grant => "agreed to".to_owned(),
-        EventKind::Withdraw => "withdrew from".to_owned(),
-        EventKind::Object => "objected to all marketing".to_owned(),
-        EventKind::Refused => "opted out at collection of".to_owned(),
-        EventKind::Relationship(r) => format!(
-            "{}{}{}",
-            r.kind.as_str(),
-            r.product_group
-                .as_ref()
-                .map(|g| format!(" in group {g}"))
-                .unwrap_or_default(),
-            if r.opt_out_offered {
-                " (opt-out offered, not taken)"
-            } else {
-                " (no opt-out offered)"
-            }
-        ),
-        EventKind::HardBounce => "hard bounce".into(),
-        EventKind::BounceCleared => "bounce cleared".into(),
-        EventKind::Complaint => "spam complaint".into(),
-        EventKind::Pause { until } => format!("paused marketing until {}", when(*until)),
-        EventKind::Frequency(Some(l)) => {
-            format!("limited marketing to {} a {}", l.max, l.per.as_str())
-        }
-        EventKind::Frequency(None) => "lifted their frequency limit".into(),
-        EventKind::Erasure => "data erased".into(),
-    };
-    let scoped = matches!(
-        e.event.kind,
-        EventKind::Grant | EventKind::Withdraw | EventKind::Refused | EventKind::Pause { .. }
-    );
-    let scope = match (scoped, e.event.scope) {
-        (false, _) => String::new(),
-        (true, Scope::All) => " all marketing".into(),
-        (true, Scope::Topic(t)) => format!(
-            " {}",
-            topics
-                .get(&t.0)
-                .cloned()
-                .unwrap_or_else(|| format!("topic #{}", t.0))
-        ),
-    };
-    let channel = e
-        .event
-        .channel
-        .map_or("all channels".to_owned(), |c| c.as_str().to_owned());
-    let mut s = format!(
-        "{}  #{:<6} {what}{scope} ({channel}) via {}",
-        when(e.event.at),
-        e.event.id.0,
-        e.event.source.as_str()
-    );
-    if let Some(w) = e.wording {
-        s.push_str(&format!(", wording #{}", w.0));
-    }
-    if let Some(url) = &e.form_url {
-        s.push_str(&format!(", form {url}"));
-    }
-    if let Some(o) = &e.order_ref {
-        s.push_str(&format!(", order {o}"));
-    }
-    if let Some(ip) = e.personal.as_ref().and_then(|p| p.ip.as_ref()) {
-        s.push_str(&format!(", IP {ip}"));
-    }
-    s.push_str(&format!(", by {}", e.actor));
-    s
-}
-
 async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
     if let Some(message) = &args.message {
         return why_message(app, message, args.email.as_deref(), args.json).await;
@@ -1083,7 +1013,7 @@ async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
         ),
     }
     match deciding {
-        Some(e) => println!("because: {}", describe(e, &names)),
+        Some(e) => println!("because: {}", event_line(e, &names)),
         None if contact.is_none() => match suppressed {
             Some(at) => println!(
                 "because: the address was erased on {}; a keyed hash of it keeps it suppressed",
@@ -1119,7 +1049,7 @@ async fn why(app: &App, args: WhyArgs) -> Result<ExitCode> {
     if !events.is_empty() {
         println!("history:");
         for e in &events {
-            println!("  {}", describe(e, &names));
+            println!("  {}", event_line(e, &names));
         }
     }
     Ok(ExitCode::SUCCESS)

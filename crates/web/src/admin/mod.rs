@@ -20,6 +20,7 @@ mod campaigns;
 mod config;
 mod dashboard;
 mod outbox;
+mod people;
 mod render;
 mod session;
 
@@ -46,6 +47,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(approvals::routes())
         .merge(outbox::routes())
         .merge(config::routes())
+        .merge(people::routes())
         .fallback(render::not_found)
         .layer(axum::middleware::map_response(
             |mut res: axum::response::Response| async move {

@@ -87,6 +87,30 @@ pub(super) const TEMPLATES: &[(&str, &str)] = &[
         "admin/webhooks.html",
         include_str!("../../templates/admin/webhooks.html"),
     ),
+    (
+        "admin/contacts.html",
+        include_str!("../../templates/admin/contacts.html"),
+    ),
+    (
+        "admin/contact.html",
+        include_str!("../../templates/admin/contact.html"),
+    ),
+    (
+        "admin/erase.html",
+        include_str!("../../templates/admin/erase.html"),
+    ),
+    (
+        "admin/suppressions.html",
+        include_str!("../../templates/admin/suppressions.html"),
+    ),
+    (
+        "admin/suppression_remove.html",
+        include_str!("../../templates/admin/suppression_remove.html"),
+    ),
+    (
+        "admin/audit.html",
+        include_str!("../../templates/admin/audit.html"),
+    ),
 ];
 
 /// The menu: (label, link, the API endpoint whose roles may see it).

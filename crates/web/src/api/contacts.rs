@@ -593,20 +593,59 @@ pub(crate) async fn erase(
 ) -> Result<Audited<(StatusCode, Json<ErasureOut>)>, ApiError> {
     body.only(&["email"])?;
     let email = body.email()?;
+    match erase_person(&state, &caller.actor(), &email).await? {
+        Erased::Already { at } => Ok(Audited(
+            note("contacts.erase", None, json!({"already_erased": true})),
+            (
+                StatusCode::OK,
+                Json(ErasureOut {
+                    erased: false,
+                    event_id: None,
+                    erased_at: Some(at.to_string()),
+                }),
+            ),
+        )),
+        Erased::Now { contact, event, at } => Ok(Audited(
+            // The address is not kept in the trail: it is what was erased.
+            note(
+                "contacts.erase",
+                format!("contact:{contact}"),
+                json!({"event": event}),
+            ),
+            (
+                StatusCode::CREATED,
+                Json(ErasureOut {
+                    erased: true,
+                    event_id: Some(event),
+                    erased_at: Some(at.to_string()),
+                }),
+            ),
+        )),
+    }
+}
+
+/// What [`erase_person`] did.
+pub(crate) enum Erased {
+    Now {
+        contact: i64,
+        event: i64,
+        at: Timestamp,
+    },
+    /// The address was erased before (only its keyed hash is left).
+    Already { at: Timestamp },
+}
+
+/// Erases a person (GDPR Art 17): the API's `POST /erasures` and the
+/// admin UI's erase button. 404 when veto holds nothing about them.
+pub(crate) async fn erase_person(
+    state: &AppState,
+    actor: &str,
+    email: &EmailAddress,
+) -> Result<Erased, ApiError> {
     let store = state.store();
-    let Some(contact) = store.find_contact(&email).await? else {
-        return match store.is_suppressed(&email).await? {
-            Some(at) => Ok(Audited(
-                note("contacts.erase", None, json!({"already_erased": true})),
-                (
-                    StatusCode::OK,
-                    Json(ErasureOut {
-                        erased: false,
-                        event_id: None,
-                        erased_at: Some(at.to_string()),
-                    }),
-                ),
-            )),
+    let Some(contact) = store.find_contact(email).await? else {
+        return match store.is_suppressed(email).await? {
+            Some(at) => Ok(Erased::Already { at }),
             None => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -615,22 +654,11 @@ pub(crate) async fn erase(
         };
     };
     let now = Timestamp::now();
-    let event = store.erase(&email, &caller.actor(), now).await?;
-    tracing::info!(contact = contact.id, by = %caller.actor(), "person erased");
-    Ok(Audited(
-        // The address is not kept in the trail: it is what was erased.
-        note(
-            "contacts.erase",
-            format!("contact:{}", contact.id),
-            json!({"event": event.0}),
-        ),
-        (
-            StatusCode::CREATED,
-            Json(ErasureOut {
-                erased: true,
-                event_id: Some(event.0),
-                erased_at: Some(now.to_string()),
-            }),
-        ),
-    ))
+    let event = store.erase(email, actor, now).await?;
+    tracing::info!(contact = contact.id, by = %actor, "person erased");
+    Ok(Erased::Now {
+        contact: contact.id,
+        event: event.0,
+        at: now,
+    })
 }

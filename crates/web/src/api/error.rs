@@ -35,6 +35,15 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).on(field)
     }
 
+    /// What was wrong, in words (the admin UI shows it as a notice).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// Names the field the error is about.
     pub fn on(mut self, field: &str) -> ApiError {
         self.field = Some(field.to_owned());

@@ -55,6 +55,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
 pub(crate) struct Fields(Map<String, Value>);
 
+impl From<Map<String, Value>> for Fields {
+    /// Fields from elsewhere than a request body (an admin UI form), read
+    /// with the same checks.
+    fn from(map: Map<String, Value>) -> Self {
+        Fields(map)
+    }
+}
+
 /// Where the person acted, as the organisation's form saw it.
 pub(crate) struct FormEvidence {
     pub ip: Option<String>,

@@ -9,11 +9,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::json;
 use veto_core::{EventKind, NewEvent, Scope, Source, Timestamp};
-use veto_store::{Append, ContactInput, Evidence};
+use veto_store::{Append, ContactInput, Evidence, SuppressionEntry};
 
 use super::audit::{Audited, note};
 use super::contacts::record_event;
-use super::fields::JsonBody;
+use super::fields::{Fields, JsonBody};
 use super::page::ApiQuery;
 use super::schema::*;
 use super::topics::PageQuery;
@@ -51,6 +51,38 @@ pub(crate) async fn add(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Audited<(StatusCode, Json<EventRecorded>)>, ApiError> {
+    let added = add_suppression(&state, caller.actor(), &body).await?;
+    Ok(Audited(
+        note(
+            "suppressions.add",
+            format!("contact:{}", added.recorded.contact_id),
+            added.detail(),
+        ),
+        (StatusCode::CREATED, Json(added.recorded)),
+    ))
+}
+
+/// What [`add_suppression`] recorded.
+pub(crate) struct SuppressionAdded {
+    pub recorded: EventRecorded,
+    pub kind: &'static str,
+    pub topic: Option<String>,
+}
+
+impl SuppressionAdded {
+    /// The audit trail's detail.
+    pub fn detail(&self) -> serde_json::Value {
+        json!({"event": self.recorded.event_id, "kind": self.kind, "topic": self.topic})
+    }
+}
+
+/// Checks and records a "no" from staff (`email`, `kind`, `topic`,
+/// `channel`): the API's `POST /suppressions` and the admin UI's form.
+pub(crate) async fn add_suppression(
+    state: &AppState,
+    actor: String,
+    body: &Fields,
+) -> Result<SuppressionAdded, ApiError> {
     body.only(&["email", "kind", "topic", "channel"])?;
     let email = body.email()?;
     let kind_name = body.required_str("kind", "withdraw, object, hard_bounce or complaint")?;
@@ -67,7 +99,7 @@ pub(crate) async fn add(
             ));
         }
     };
-    let topic = body.topic(&state).await?;
+    let topic = body.topic(state).await?;
     if topic.is_some() && kind != EventKind::Withdraw {
         return Err(ApiError::invalid(
             "topic",
@@ -97,17 +129,14 @@ pub(crate) async fn add(
             at: Timestamp::now(),
         },
         evidence: Evidence::default(),
-        actor: caller.actor(),
+        actor,
     };
-    let recorded = record_event(&state, &email, item).await?;
-    Ok(Audited(
-        note(
-            "suppressions.add",
-            format!("contact:{}", recorded.contact_id),
-            json!({"event": recorded.event_id, "kind": kind.name(), "topic": topic.map(|t| t.key.to_string())}),
-        ),
-        (StatusCode::CREATED, Json(recorded)),
-    ))
+    let recorded = record_event(state, &email, item).await?;
+    Ok(SuppressionAdded {
+        recorded,
+        kind: kind.name(),
+        topic: topic.map(|t| t.key.to_string()),
+    })
 }
 
 /// Takes out a hard bounce found to be wrong (a `bounce_cleared` event is
@@ -123,6 +152,28 @@ pub(crate) async fn remove(
     Path(id): Path<String>,
 ) -> Result<Audited<Json<BounceCleared>>, ApiError> {
     let id = positive_id(&id, "suppression")?;
+    let (recorded, entry) = clear_bounce(&state, caller.actor(), id).await?;
+    Ok(Audited(
+        note(
+            "suppressions.remove",
+            format!("contact:{}", recorded.contact_id),
+            json!({"bounce_event": id, "event": recorded.event_id, "channel": entry.channel}),
+        ),
+        Json(BounceCleared {
+            event_id: recorded.event_id,
+            contact_id: recorded.contact_id,
+        }),
+    ))
+}
+
+/// Takes out suppression `id` if it is a hard bounce (a `bounce_cleared`
+/// event); anything else is refused (409) with the reason. The API's
+/// `DELETE /suppressions/{id}` and the admin UI's remove button.
+pub(crate) async fn clear_bounce(
+    state: &AppState,
+    actor: String,
+    id: i64,
+) -> Result<(EventRecorded, SuppressionEntry), ApiError> {
     let Some(entry) = state.store().suppression(id).await? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -168,18 +219,8 @@ pub(crate) async fn remove(
             at: Timestamp::now(),
         },
         evidence: Evidence::default(),
-        actor: caller.actor(),
+        actor,
     };
-    let recorded = record_event(&state, &email, item).await?;
-    Ok(Audited(
-        note(
-            "suppressions.remove",
-            format!("contact:{}", recorded.contact_id),
-            json!({"bounce_event": id, "event": recorded.event_id, "channel": entry.channel}),
-        ),
-        Json(BounceCleared {
-            event_id: recorded.event_id,
-            contact_id: recorded.contact_id,
-        }),
-    ))
+    let recorded = record_event(state, &email, item).await?;
+    Ok((recorded, entry))
 }
