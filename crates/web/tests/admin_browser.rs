@@ -180,7 +180,34 @@ async fn marketer_journey(browser: &Browser, app: &TestApp) {
     browser.assert_accessible("admin dashboard").await;
     browser.screenshot("admin-dashboard.png").await;
     campaign_journey(browser, app).await;
+    timeline_journey(browser, app).await;
     sign_out(browser).await;
+}
+
+/// Finds the customer who unsubscribed and reads their timeline: they
+/// agreed, unsubscribed, and the campaign was not sent to them.
+async fn timeline_journey(browser: &Browser, app: &TestApp) {
+    browser.goto(&app.url("/admin/contacts")).await;
+    type_into(browser, "#q", "gus@").await;
+    browser.press(fantoccini::key::Key::Enter).await;
+    browser.wait_for("a[href^='/admin/contacts/']").await;
+    browser.assert_accessible("admin contact search").await;
+    browser.click("a[href^='/admin/contacts/']").await;
+    browser.wait_for("ol.timeline").await;
+    let lines = browser.texts("ol.timeline > li").await;
+    assert!(lines.len() >= 3, "{lines:?}");
+    let all = lines.join("\n");
+    assert!(
+        lines[0].contains("Spring news") && lines[0].contains("not sent"),
+        "newest first, the campaign they did not get: {all}"
+    );
+    assert!(
+        all.contains("unsubscribed") || all.contains("withdrew"),
+        "{all}"
+    );
+    assert!(all.contains("agreed"), "{all}");
+    browser.assert_accessible("admin contact timeline").await;
+    browser.screenshot("admin-contact-timeline.png").await;
 }
 
 /// Creates a campaign through the form, starts it, and watches the

@@ -211,6 +211,17 @@ pub(super) async fn contact(
             }),
         ));
     }
+    let mut campaign_names: HashMap<i64, String> = HashMap::new();
+    for id in receipts
+        .iter()
+        .filter_map(|r| describe::campaign_of(&r.receipt.message_id))
+    {
+        if let std::collections::hash_map::Entry::Vacant(slot) = campaign_names.entry(id)
+            && let Some(c) = store.campaign(id).await?
+        {
+            slot.insert(c.name);
+        }
+    }
     for r in &receipts {
         let at = Timestamp::from_microsecond(r.receipt.checked_at).unwrap_or(now);
         timeline.push((
@@ -218,7 +229,7 @@ pub(super) async fn contact(
             json!({
                 "date": describe::day(at),
                 "time": when(at),
-                "sentence": format!("{}: {}", describe::day(at), describe::receipt_sentence(r, &names_by_key)),
+                "sentence": format!("{}: {}", describe::day(at), describe::receipt_sentence(r, &names_by_key, &campaign_names)),
                 "kind": if r.receipt.allowed { "sent" } else { "not sent" },
                 "message": r.receipt.message_id,
             }),
