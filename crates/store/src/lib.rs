@@ -30,7 +30,7 @@ use veto_core::{
 };
 
 /// The schema version this build writes. A store with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -67,6 +67,7 @@ macro_rules! backend {
             include!("tps_queries.rs");
             include!("retention_queries.rs");
             include!("webhook_queries.rs");
+            include!("requests_queries.rs");
         }
     };
 }
@@ -102,6 +103,8 @@ mod tps;
 pub use tps::*;
 mod webhook;
 pub use webhook::*;
+mod requests;
+pub use requests::*;
 
 impl Store {
     /// Opens (creating if needed) the SQLite store at `path`: WAL, and every
