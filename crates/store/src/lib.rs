@@ -30,7 +30,7 @@ use veto_core::{
 };
 
 /// The schema version this build writes. A store with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 13;
+pub const SCHEMA_VERSION: i64 = 14;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -68,6 +68,7 @@ macro_rules! backend {
             include!("retention_queries.rs");
             include!("webhook_queries.rs");
             include!("requests_queries.rs");
+            include!("session_queries.rs");
         }
     };
 }
@@ -97,6 +98,8 @@ mod retention;
 pub use retention::{
     EvidencePurged, Inspection, PurgeReport, Retention, inspect_sqlite, sqlite_single_file,
 };
+mod session;
+pub use session::*;
 mod staff;
 pub use staff::*;
 mod tps;

@@ -91,6 +91,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (11, include_str!("migrations/postgres_0011.sql")),
         (12, include_str!("migrations/postgres_0012.sql")),
         (13, include_str!("migrations/postgres_0013.sql")),
+        (14, include_str!("migrations/postgres_0014.sql")),
     ]
 } else {
     &[
@@ -105,6 +106,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (11, include_str!("migrations/sqlite_0011.sql")),
         (12, include_str!("migrations/sqlite_0012.sql")),
         (13, include_str!("migrations/sqlite_0013.sql")),
+        (14, include_str!("migrations/sqlite_0014.sql")),
     ]
 };
 

@@ -72,6 +72,7 @@ pub(crate) async fn update_user(
     disabled: Option<bool>,
     hash: Option<String>,
 ) -> Result<Option<StaffUser>> {
+    let password_changed = hash.is_some();
     let mut tx = begin(b).await?;
     let row = sqlx::query(
         "UPDATE staff_users SET role = COALESCE($1, role), disabled = COALESCE($2, disabled), \
@@ -85,6 +86,9 @@ pub(crate) async fn update_user(
     .fetch_optional(&mut *tx)
     .await?;
     let user = row.as_ref().map(user_from_row).transpose()?;
+    if user.is_some() && (disabled == Some(true) || password_changed) {
+        end_sessions_of(&mut tx, id).await?;
+    }
     tx.commit().await?;
     Ok(user)
 }

@@ -384,6 +384,14 @@ pub fn transport(app: &App) -> Result<std::sync::Arc<dyn veto_sender::Transport>
     Ok(app.transport.get_or_init(|| made).clone())
 }
 
+/// The maildir copies go to, when delivery is to a maildir.
+pub fn outbox_dir(config: &Config) -> Option<std::path::PathBuf> {
+    match config.delivery.upstream {
+        config::Upstream::Maildir => Some(config.store.data_dir.join("outbox")),
+        config::Upstream::Smtp { .. } => None,
+    }
+}
+
 fn make_transport(config: &Config) -> Result<std::sync::Arc<dyn veto_sender::Transport>> {
     let d = &config.delivery;
     match &d.upstream {

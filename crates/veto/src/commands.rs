@@ -33,6 +33,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { dir } => init(dir.unwrap_or_else(|| PathBuf::from("."))).await,
         Command::Check => check(cfg).await,
         Command::Serve => serve(cfg).await,
+        Command::Demo { dir } => {
+            if cfg.is_some() {
+                bail!("veto demo uses the veto.toml in its --dir; leave out --config");
+            }
+            crate::demo::run(dir).await
+        }
         Command::Link { email, topic } => {
             link(&App::open(cfg).await?, &email, topic.as_deref()).await
         }
@@ -211,131 +217,189 @@ fn check_gateway(c: &config::Config) -> bool {
 // ---- serve and link -------------------------------------------------------------------
 
 async fn serve(cfg: Option<&Path>) -> Result<ExitCode> {
-    let config = app::load_config(cfg)?;
-    // One `veto serve` per SQLite store, and no `veto restore` under it.
-    let _lock = match config.store.database_path() {
-        Some(_) => Some(crate::ops::DataLock::take(
-            &config.store.data_dir,
-            "veto serve",
-        )?),
-        None => None,
-    };
-    let app = App::open_with(config).await?;
-    app::init_logging(&app.config);
-    let mailer = app::mailer(&app)?;
-    let gateway = app::gateway(&app)?;
-    if let Some(topic) = &app.config.gateway.trusted_default_topic
-        && app.store.topic(topic).await?.is_none()
-    {
-        bail!(
-            "[gateway] trusted_default_topic = {topic:?} is not a topic; add it with `veto topics add` or leave it empty"
+    Serving::start(app::load_config(cfg)?).await?.run().await
+}
+
+/// What `veto serve` runs, bound and ready: the web server, the SMTP
+/// gateway (and inbound listener), the campaign sender, the webhook worker
+/// and the daily purge. `veto serve` and `veto demo` both start it.
+pub struct Serving {
+    pub app: App,
+    _lock: Option<crate::ops::DataLock>,
+    state: veto_web::AppState,
+    gateway: std::sync::Arc<veto_gateway::Gateway>,
+    campaigns: std::sync::Arc<veto_sender::campaign::Campaigns>,
+    webhooks: veto_sender::WebhookSender,
+    listener: tokio::net::TcpListener,
+    smtp: tokio::net::TcpListener,
+    inbound: Option<tokio::net::TcpListener>,
+    /// Where the SMTP gateway listens (the port chosen, when `[gateway] listen` says 0).
+    pub smtp_addr: std::net::SocketAddr,
+}
+
+impl Serving {
+    /// Takes the data directory's lock (SQLite), opens the store, checks
+    /// the configuration's references and binds every listener; nothing is
+    /// served until [`Serving::run`].
+    pub async fn start(config: config::Config) -> Result<Serving> {
+        // One `veto serve` per SQLite store, and no `veto restore` under it.
+        let lock = match config.store.database_path() {
+            Some(_) => Some(crate::ops::DataLock::take(
+                &config.store.data_dir,
+                "veto serve",
+            )?),
+            None => None,
+        };
+        let app = App::open_with(config).await?;
+        app::init_logging(&app.config);
+        let mailer = app::mailer(&app)?;
+        let gateway = app::gateway(&app)?;
+        if let Some(topic) = &app.config.gateway.trusted_default_topic
+            && app.store.topic(topic).await?.is_none()
+        {
+            bail!(
+                "[gateway] trusted_default_topic = {topic:?} is not a topic; add it with `veto topics add` or leave it empty"
+            );
+        }
+        let outbound = app::outbound(&app)?;
+        let feedback = app::webhooks(&app.config)?;
+        let webhooks =
+            veto_sender::WebhookSender::new(app.store.clone(), app::webhook_settings(&app.config))?;
+        let campaigns =
+            veto_sender::campaign::Campaigns::new(outbound.clone(), app::campaign_settings(&app));
+        let state = veto_web::AppState::with_mailer(
+            app.store.clone(),
+            app::web_settings(&app.config),
+            Some(mailer),
+        )
+        .await?
+        .with_sending(
+            std::sync::Arc::clone(&campaigns),
+            outbound,
+            app::service_settings(&app.config),
+        )
+        .with_metrics_access(crate::ops::metrics_access(&app.config))
+        .with_webhooks(feedback);
+        let state = match app::outbox_dir(&app.config) {
+            Some(dir) => state.with_outbox(dir),
+            None => state,
+        };
+        let listener = tokio::net::TcpListener::bind(app.config.web.listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on [web] listen = {}", app.config.web.listen)
+            })?;
+        let smtp = tokio::net::TcpListener::bind(app.config.gateway.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on [gateway] listen = {}",
+                    app.config.gateway.listen
+                )
+            })?;
+        let inbound =
+            match app.config.gateway.inbound_listen {
+                None => None,
+                Some(at) => Some(tokio::net::TcpListener::bind(at).await.with_context(|| {
+                    format!("cannot listen on [gateway] inbound_listen = {at}")
+                })?),
+            };
+        let addr = listener.local_addr()?;
+        let smtp_addr = smtp.local_addr()?;
+        let inbound_addr = inbound.as_ref().map(|l| l.local_addr()).transpose()?;
+        tracing::info!(%addr, %smtp_addr, inbound_addr = ?inbound_addr, public_url = %app.config.web.public_url, store = app.store.backend_name(), "veto is serving");
+        let inbound_text = inbound_addr
+            .map(|a| {
+                format!(
+                    ", and mail for unsubscribe+…@{d} and bounces+…@{d} on {a}",
+                    d = app.config.organisation.domain
+                )
+            })
+            .unwrap_or_default();
+        eprintln!(
+            "veto: serving http://{addr} (links use {}) and SMTP on {smtp_addr}{inbound_text}",
+            app.config.web.public_url
         );
-    }
-    let outbound = app::outbound(&app)?;
-    let feedback = app::webhooks(&app.config)?;
-    let webhooks =
-        veto_sender::WebhookSender::new(app.store.clone(), app::webhook_settings(&app.config))?;
-    let campaigns =
-        veto_sender::campaign::Campaigns::new(outbound.clone(), app::campaign_settings(&app));
-    let state = veto_web::AppState::with_mailer(
-        app.store.clone(),
-        app::web_settings(&app.config),
-        Some(mailer),
-    )
-    .await?
-    .with_sending(
-        std::sync::Arc::clone(&campaigns),
-        outbound,
-        app::service_settings(&app.config),
-    )
-    .with_metrics_access(crate::ops::metrics_access(&app.config))
-    .with_webhooks(feedback);
-    let listener = tokio::net::TcpListener::bind(app.config.web.listen)
-        .await
-        .with_context(|| format!("cannot listen on [web] listen = {}", app.config.web.listen))?;
-    let smtp = tokio::net::TcpListener::bind(app.config.gateway.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on [gateway] listen = {}",
-                app.config.gateway.listen
-            )
-        })?;
-    let inbound = match app.config.gateway.inbound_listen {
-        None => None,
-        Some(at) => Some(
-            tokio::net::TcpListener::bind(at)
-                .await
-                .with_context(|| format!("cannot listen on [gateway] inbound_listen = {at}"))?,
-        ),
-    };
-    let addr = listener.local_addr()?;
-    let smtp_addr = smtp.local_addr()?;
-    let inbound_addr = inbound.as_ref().map(|l| l.local_addr()).transpose()?;
-    tracing::info!(%addr, %smtp_addr, inbound_addr = ?inbound_addr, public_url = %app.config.web.public_url, store = app.store.backend_name(), "veto is serving");
-    let inbound_text = inbound_addr
-        .map(|a| {
-            format!(
-                ", and mail for unsubscribe+…@{d} and bounces+…@{d} on {a}",
-                d = app.config.organisation.domain
-            )
+        for a in config::advice(&app.config) {
+            eprintln!("warning: {a}");
+        }
+        Ok(Serving {
+            app,
+            _lock: lock,
+            state,
+            gateway,
+            campaigns,
+            webhooks,
+            listener,
+            smtp,
+            inbound,
+            smtp_addr,
         })
-        .unwrap_or_default();
-    eprintln!(
-        "veto: serving http://{addr} (links use {}) and SMTP on {smtp_addr}{inbound_text}",
-        app.config.web.public_url
-    );
-    for a in config::advice(&app.config) {
-        eprintln!("warning: {a}");
     }
 
-    // One stop for all servers: SIGTERM / Ctrl-C, or the web server failing.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = std::sync::Arc::new(stop_tx);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let signal = {
-        let stop_tx = std::sync::Arc::clone(&stop_tx);
-        tokio::spawn(async move {
-            app::shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        })
-    };
-    let web = {
-        let stop_tx = std::sync::Arc::clone(&stop_tx);
-        let until = stopped(stop_rx.clone());
-        async move {
-            let result = veto_web::serve(listener, state, until).await;
-            let _ = stop_tx.send(true);
-            result
-        }
-    };
-    let inbound = {
-        let gateway = std::sync::Arc::clone(&gateway);
-        let until = stopped(stop_rx.clone());
-        async move {
-            if let Some(listener) = inbound {
-                veto_gateway::listen_inbound(listener, gateway, until).await;
+    /// Serves until SIGTERM or Ctrl-C (or the web server failing), then
+    /// lets the work in flight finish and closes the store.
+    pub async fn run(self) -> Result<ExitCode> {
+        let Serving {
+            app,
+            _lock,
+            state,
+            gateway,
+            campaigns,
+            webhooks,
+            listener,
+            smtp,
+            inbound,
+            ..
+        } = self;
+        // One stop for all servers: SIGTERM / Ctrl-C, or the web server failing.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = std::sync::Arc::new(stop_tx);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let signal = {
+            let stop_tx = std::sync::Arc::clone(&stop_tx);
+            tokio::spawn(async move {
+                app::shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            })
+        };
+        let web = {
+            let stop_tx = std::sync::Arc::clone(&stop_tx);
+            let until = stopped(stop_rx.clone());
+            async move {
+                let result = veto_web::serve(listener, state, until).await;
+                let _ = stop_tx.send(true);
+                result
             }
-        }
-    };
-    // Campaigns: the chunk in hand finishes, then the sender stops.
-    let sending = std::sync::Arc::clone(&campaigns).run(stop_rx.clone());
-    let purging = crate::ops::purge_daily(
-        app.store.clone(),
-        crate::ops::retention(&app.config),
-        stop_rx.clone(),
-    );
-    // Webhooks: the requests in flight finish (or time out), then it stops.
-    let telling = webhooks.run(stop_rx.clone());
-    let smtp = veto_gateway::listen(smtp, gateway, stopped(stop_rx));
-    let (web, (), (), (), (), ()) = tokio::join!(web, smtp, inbound, sending, purging, telling);
-    signal.abort();
-    app.store.close().await;
-    web.context("the web server failed")?;
-    eprintln!("veto: stopped");
-    Ok(ExitCode::SUCCESS)
+        };
+        let inbound = {
+            let gateway = std::sync::Arc::clone(&gateway);
+            let until = stopped(stop_rx.clone());
+            async move {
+                if let Some(listener) = inbound {
+                    veto_gateway::listen_inbound(listener, gateway, until).await;
+                }
+            }
+        };
+        // Campaigns: the chunk in hand finishes, then the sender stops.
+        let sending = std::sync::Arc::clone(&campaigns).run(stop_rx.clone());
+        let purging = crate::ops::purge_daily(
+            app.store.clone(),
+            crate::ops::retention(&app.config),
+            stop_rx.clone(),
+        );
+        // Webhooks: the requests in flight finish (or time out), then it stops.
+        let telling = webhooks.run(stop_rx.clone());
+        let smtp = veto_gateway::listen(smtp, gateway, stopped(stop_rx));
+        let (web, (), (), (), (), ()) = tokio::join!(web, smtp, inbound, sending, purging, telling);
+        signal.abort();
+        app.store.close().await;
+        web.context("the web server failed")?;
+        eprintln!("veto: stopped");
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 async fn link(app: &App, email: &str, topic: Option<&str>) -> Result<ExitCode> {

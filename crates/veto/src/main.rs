@@ -5,6 +5,7 @@ mod app;
 mod campaign_cmd;
 mod commands;
 mod config;
+mod demo;
 mod dkim;
 mod import;
 mod ops;
@@ -45,6 +46,15 @@ enum Command {
     /// gateway (`[gateway] listen`) and, when set, the inbound listener for
     /// bounces, complaints and mailto unsubscribes (`[gateway] inbound_listen`).
     Serve,
+    /// Try veto: a demo shop with a few hundred contacts and varied consent
+    /// histories, seeded once in DIR, then served as `veto serve` serves it
+    /// (SQLite, copies to a maildir outbox). Prints the URLs, the staff
+    /// users' passwords and a swaks command to try.
+    Demo {
+        /// The demo's directory (its veto.toml, veto-data/ and credentials).
+        #[arg(long, value_name = "DIR", default_value = "veto-demo")]
+        dir: PathBuf,
+    },
     /// Print a person's one-click unsubscribe link (for support staff).
     Link {
         email: String,

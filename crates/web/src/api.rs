@@ -8,7 +8,7 @@
 //! No request can re-grant consent after an opt-out: only the person can,
 //! on the preference centre or by confirming a signup.
 
-mod approvals;
+pub(crate) mod approvals;
 mod audit;
 mod campaigns;
 mod confirm;

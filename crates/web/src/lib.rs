@@ -5,6 +5,7 @@
 //! unsubscribes share one fsync. The router is built outside `main`
 //! ([`router`]) so tests can drive it.
 
+mod admin;
 mod api;
 mod client;
 mod error;
@@ -71,6 +72,9 @@ struct Inner {
     metrics: MetricsAccess,
     /// Provider feedback receivers (`/webhooks/…`); `None`: all answer 404.
     webhooks: Option<Arc<Webhooks>>,
+    /// The maildir copies go to, when delivery is to a maildir: the admin
+    /// UI's outbox viewer reads it.
+    outbox: Option<std::path::PathBuf>,
 }
 
 /// What sends campaigns and service messages, when this server does.
@@ -110,6 +114,7 @@ impl AppState {
                 sending: Sending::default(),
                 metrics: MetricsAccess::default(),
                 webhooks: None,
+                outbox: None,
             }),
         })
     }
@@ -178,6 +183,29 @@ impl AppState {
         AppState {
             inner: Arc::new(inner),
         }
+    }
+
+    /// This state, showing the maildir at `dir` in the admin UI's outbox
+    /// viewer. Call before serving.
+    pub fn with_outbox(self, dir: std::path::PathBuf) -> AppState {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.outbox = Some(dir);
+                AppState {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(shared) => {
+                tracing::error!("with_outbox called on a state already in use; no outbox viewer");
+                AppState { inner: shared }
+            }
+        }
+    }
+
+    /// The maildir the admin UI's outbox viewer shows, when delivery is to
+    /// a maildir (`None`: to an MTA).
+    pub(crate) fn outbox_dir(&self) -> Option<&std::path::Path> {
+        self.inner.outbox.as_deref()
     }
 
     pub(crate) fn webhooks(&self) -> Option<&Arc<Webhooks>> {
@@ -323,6 +351,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .merge(api::routes(&state))
+        .merge(admin::routes())
         .merge(webhooks::routes())
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(security_headers))
@@ -343,11 +372,14 @@ async fn security_headers(mut res: axum::response::Response) -> axum::response::
     let set = |h: &mut axum::http::HeaderMap, k, v: &'static str| {
         h.insert(k, HeaderValue::from_static(v));
     };
-    set(
-        h,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    );
+    // The admin UI sets a policy of its own (scripts from veto itself).
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        set(
+            h,
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        );
+    }
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     // Tokens are in paths: never send them to another site. Same-origin
     // referrers let browsers send a real Origin on our own forms.

@@ -75,38 +75,82 @@ pub(crate) async fn approve(
         )));
     }
     let id = positive_id(&id, "approval")?;
-    let store = state.store();
-    let Some(request) = store.approval(id).await? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("there is no approval request {id}"),
-        ));
-    };
     let me = format!("api-key:{}", key.prefix);
     let Some(owner) = key.owner.as_deref() else {
         return Err(ApiError::forbidden(
             "this dpo key names no holder, so veto cannot tell that the approver is not the requester; create one with `veto keys create --role dpo --owner NAME`".into(),
         ));
     };
+    let (approval, already) = match approve_held(state.store(), id, &me, owner).await {
+        Ok(Approved::Now(a)) => (a, false),
+        Ok(Approved::Before(a)) => (a, true),
+        Err(Refused::NotFound) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("there is no approval request {id}"),
+            ));
+        }
+        Err(Refused::OwnRequest) => {
+            return Err(ApiError::forbidden(format!(
+                "{owner} requested this send; another DPO must approve it"
+            )));
+        }
+        Err(Refused::Store(e)) => return Err(e.into()),
+    };
+    let detail = if already {
+        json!({"already_approved": true})
+    } else {
+        json!({"sender": approval.actor, "class": approval.class, "recipients": approval.recipients})
+    };
+    Ok(Audited(
+        note("approvals.approve", format!("approval:{id}"), detail),
+        Json(ApprovalResult {
+            approval: approval.into(),
+        }),
+    ))
+}
+
+/// What approving a held send did.
+pub(crate) enum Approved {
+    /// Approved by this call.
+    Now(Approval),
+    /// It was approved already; nothing changed.
+    Before(Approval),
+}
+
+/// Why a held send was not approved.
+pub(crate) enum Refused {
+    NotFound,
+    /// The approver is the requester (the same key, or the same holder).
+    OwnRequest,
+    Store(veto_store::StoreError),
+}
+
+/// Approves held send `id` for the approver `me` (`api-key:<prefix>` or
+/// `user:<name>`) held by `owner` (the key's holder, or the user's name):
+/// refused when they are the requester, named by the requesting key or its
+/// holder. The API and the admin UI both approve through this; the caller
+/// has checked the DPO role.
+pub(crate) async fn approve_held(
+    store: &veto_store::Store,
+    id: i64,
+    me: &str,
+    owner: &str,
+) -> Result<Approved, Refused> {
+    let Some(request) = store.approval(id).await.map_err(Refused::Store)? else {
+        return Err(Refused::NotFound);
+    };
     if request.actor == me || request.owner.as_deref() == Some(owner) {
-        return Err(ApiError::forbidden(format!(
-            "{owner} requested this send; another DPO must approve it"
-        )));
+        return Err(Refused::OwnRequest);
     }
     if request.approved_at.is_some() {
-        return Ok(Audited(
-            note(
-                "approvals.approve",
-                format!("approval:{id}"),
-                json!({"already_approved": true}),
-            ),
-            Json(ApprovalResult {
-                approval: request.into(),
-            }),
-        ));
+        return Ok(Approved::Before(request));
     }
-    let approved: Approval = store.approve(id, &me, owner, Timestamp::now()).await?;
+    let approved: Approval = store
+        .approve(id, me, owner, Timestamp::now())
+        .await
+        .map_err(Refused::Store)?;
     tracing::info!(
         approval = id,
         by = %me,
@@ -114,16 +158,7 @@ pub(crate) async fn approve(
         sender = %approved.actor,
         "held service send approved"
     );
-    Ok(Audited(
-        note(
-            "approvals.approve",
-            format!("approval:{id}"),
-            json!({"sender": approved.actor, "class": approved.class, "recipients": approved.recipients}),
-        ),
-        Json(ApprovalResult {
-            approval: approved.into(),
-        }),
-    ))
+    Ok(Approved::Now(approved))
 }
 
 fn dpo_or_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {

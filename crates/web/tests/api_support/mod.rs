@@ -203,6 +203,8 @@ pub async fn spawn_app_with(
         .await
         .expect("app state");
     let sent = dir.path().join("sent");
+    // The admin UI's outbox viewer shows what campaigns and service messages sent.
+    state = state.with_outbox(sent.clone());
     let mut stop_sending = None;
     if let Some(service) = sending {
         let out = veto_sender::outbound::Outbound {
