@@ -20,6 +20,7 @@ mod campaigns;
 mod dashboard;
 mod outbox;
 mod render;
+mod requests;
 mod session;
 
 use axum::Router;
@@ -44,6 +45,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(campaigns::routes())
         .merge(approvals::routes())
         .merge(outbox::routes())
+        .merge(requests::routes())
         .fallback(render::not_found)
         .layer(axum::middleware::map_response(
             |mut res: axum::response::Response| async move {

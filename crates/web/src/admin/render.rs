@@ -59,6 +59,14 @@ pub(super) const TEMPLATES: &[(&str, &str)] = &[
         "admin/outbox_message.html",
         include_str!("../../templates/admin/outbox_message.html"),
     ),
+    (
+        "admin/requests.html",
+        include_str!("../../templates/admin/requests.html"),
+    ),
+    (
+        "admin/request.html",
+        include_str!("../../templates/admin/request.html"),
+    ),
 ];
 
 /// The menu: (label, link, the API endpoint whose roles may see it).
