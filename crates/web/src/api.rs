@@ -9,7 +9,7 @@
 //! on the preference centre or by confirming a signup.
 
 pub(crate) mod approvals;
-mod audit;
+pub(crate) mod audit;
 mod campaigns;
 mod confirm;
 mod consents;
@@ -18,7 +18,7 @@ mod decisions;
 mod error;
 mod fields;
 mod idempotency;
-mod keys;
+pub(crate) mod keys;
 mod messages;
 mod openapi;
 mod page;
@@ -27,8 +27,8 @@ pub mod roles;
 mod schema;
 mod signups;
 mod suppressions;
-mod topics;
-mod webhooks;
+pub(crate) mod topics;
+pub(crate) mod webhooks;
 
 use axum::Router;
 use axum::extract::FromRequestParts;

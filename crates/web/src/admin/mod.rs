@@ -17,6 +17,7 @@
 
 mod approvals;
 mod campaigns;
+mod config;
 mod dashboard;
 mod outbox;
 mod render;
@@ -28,7 +29,7 @@ use axum::http::{HeaderValue, header};
 use axum::routing::get;
 
 use crate::AppState;
-pub(crate) use render::{AdminError, done, done_with_error, render};
+pub(crate) use render::{AdminError, done, done_with_error, render, show_time};
 pub(crate) use session::{Posted, Staff};
 
 /// The admin UI's own Content-Security-Policy: as strict as the customer
@@ -46,6 +47,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(approvals::routes())
         .merge(outbox::routes())
         .merge(requests::routes())
+        .merge(config::routes())
         .fallback(render::not_found)
         .layer(axum::middleware::map_response(
             |mut res: axum::response::Response| async move {

@@ -67,6 +67,34 @@ pub(super) const TEMPLATES: &[(&str, &str)] = &[
         "admin/request.html",
         include_str!("../../templates/admin/request.html"),
     ),
+    (
+        "admin/topics.html",
+        include_str!("../../templates/admin/topics.html"),
+    ),
+    (
+        "admin/wordings.html",
+        include_str!("../../templates/admin/wordings.html"),
+    ),
+    (
+        "admin/keys.html",
+        include_str!("../../templates/admin/keys.html"),
+    ),
+    (
+        "admin/key_created.html",
+        include_str!("../../templates/admin/key_created.html"),
+    ),
+    (
+        "admin/key_revoke.html",
+        include_str!("../../templates/admin/key_revoke.html"),
+    ),
+    (
+        "admin/users.html",
+        include_str!("../../templates/admin/users.html"),
+    ),
+    (
+        "admin/webhooks.html",
+        include_str!("../../templates/admin/webhooks.html"),
+    ),
 ];
 
 /// The menu: (label, link, the API endpoint whose roles may see it).
@@ -87,6 +115,7 @@ const MENU: &[(&str, &str, &str, &str)] = &[
     ("Outbox", "/admin/outbox", "GET", "/receipts"),
     ("Webhooks", "/admin/webhooks", "GET", "/webhooks/deliveries"),
     ("API keys", "/admin/keys", "GET", "/keys"),
+    ("Staff users", "/admin/users", "GET", "/users"),
     ("Audit trail", "/admin/audit", "GET", "/audit"),
 ];
 

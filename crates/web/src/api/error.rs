@@ -41,6 +41,14 @@ impl ApiError {
         self
     }
 
+    /// What a person should read about a refusal: the message of a client
+    /// error (4xx); `None` when the failure was on our side.
+    pub fn client_message(&self) -> Option<&str> {
+        self.status
+            .is_client_error()
+            .then_some(self.message.as_str())
+    }
+
     pub fn unauthorized(error: Option<&'static str>, message: &str) -> ApiError {
         let challenge = match error {
             None => HeaderValue::from_static("Bearer realm=\"veto\""),

@@ -85,6 +85,26 @@ fn missing(name: &str, why: &str) -> ApiError {
     ApiError::invalid(name, "missing_field", format!("{name} is required: {why}"))
 }
 
+/// A text field that says something: absent and blank are `None`, the
+/// rest is trimmed and at most `max` characters (API bodies and admin forms).
+pub(crate) fn checked_text(
+    name: &str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<Option<String>, ApiError> {
+    let Some(s) = value.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if s.chars().count() > max {
+        return Err(ApiError::invalid(
+            name,
+            "too_long",
+            format!("{name} is longer than {max} characters"),
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
 impl Fields {
     /// Refuses fields the endpoint does not know: a misspelt optional field
     /// (`"wordng"`) would otherwise be dropped without a word.
@@ -122,17 +142,7 @@ impl Fields {
 
     /// A string that says something: absent, null and blank are `None`.
     pub fn text(&self, name: &str, max: usize) -> Result<Option<String>, ApiError> {
-        let Some(s) = self.str(name)?.map(str::trim).filter(|s| !s.is_empty()) else {
-            return Ok(None);
-        };
-        if s.chars().count() > max {
-            return Err(ApiError::invalid(
-                name,
-                "too_long",
-                format!("{name} is longer than {max} characters"),
-            ));
-        }
-        Ok(Some(s.to_owned()))
+        checked_text(name, self.str(name)?, max)
     }
 
     pub fn required_str(&self, name: &str, why: &str) -> Result<&str, ApiError> {

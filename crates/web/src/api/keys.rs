@@ -6,10 +6,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::json;
 use veto_core::{Role, TopicKey};
-use veto_store::{KeySpec, StoreError, UserUpdate};
+use veto_store::{ApiKeyInfo, KeySpec, NewApiKey, StaffUser, StoreError, UserUpdate};
 
-use super::audit::{Audited, note};
-use super::fields::{Fields, JsonBody};
+use super::audit::{AuditNote, Audited, note};
+use super::fields::{Fields, JsonBody, checked_text};
 use super::page::ApiQuery;
 use super::schema::*;
 use super::topics::PageQuery;
@@ -17,7 +17,12 @@ use super::{ApiError, Caller, positive_id};
 use crate::AppState;
 
 fn role(body: &Fields, required: bool) -> Result<Option<Role>, ApiError> {
-    match body.str("role")? {
+    checked_role(body.str("role")?, required)
+}
+
+/// A role's name as a key or user is given it (API bodies, admin forms).
+pub(crate) fn checked_role(value: Option<&str>, required: bool) -> Result<Option<Role>, ApiError> {
+    match value {
         None if required => Err(ApiError::invalid(
             "role",
             "missing_field",
@@ -58,8 +63,37 @@ pub(crate) async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Audited<(StatusCode, Json<KeyCreated>)>, ApiError> {
     body.only(&["role", "default_topic", "service_type", "owner"])?;
-    let role = role(&body, true)?.unwrap_or(Role::Viewer);
-    let default_topic = match body.str("default_topic")? {
+    let (k, info, note) = create_key(
+        &state,
+        body.str("role")?,
+        body.str("default_topic")?,
+        body.str("service_type")?,
+        body.str("owner")?,
+    )
+    .await?;
+    Ok(Audited(
+        note,
+        (
+            StatusCode::CREATED,
+            Json(KeyCreated {
+                key: k.key,
+                api_key: KeyOut::from(info),
+            }),
+        ),
+    ))
+}
+
+/// Checks and creates a key (`POST /keys`, and the admin UI's form): the
+/// new key (its only showing), what is listed about it, and the audit note.
+pub(crate) async fn create_key(
+    state: &AppState,
+    role: Option<&str>,
+    default_topic: Option<&str>,
+    service_type: Option<&str>,
+    owner: Option<&str>,
+) -> Result<(NewApiKey, ApiKeyInfo, AuditNote), ApiError> {
+    let role = checked_role(role, true)?.unwrap_or(Role::Viewer);
+    let default_topic = match default_topic {
         None => None,
         Some(t) => {
             let key = TopicKey::parse(t).map_err(|e| {
@@ -75,7 +109,7 @@ pub(crate) async fn create(
             Some(key)
         }
     };
-    let default_service = match body.str("service_type")? {
+    let default_service = match service_type {
         None => None,
         Some(kind) => {
             if default_topic.is_some() {
@@ -95,7 +129,7 @@ pub(crate) async fn create(
             Some(kind.to_owned())
         }
     };
-    let owner = body.text("owner", 200)?;
+    let owner = checked_text("owner", owner, 200)?;
     let k = state
         .store()
         .create_api_key_with(KeySpec {
@@ -110,21 +144,12 @@ pub(crate) async fn create(
         .api_key_info(k.id)
         .await?
         .ok_or_else(|| ApiError::internal(&"a new key was not found"))?;
-    let out = KeyOut::from(info);
-    Ok(Audited(
-        note(
-            "keys.create",
-            format!("key:{}", k.id),
-            json!({"role": out.role, "prefix": out.prefix, "owner": out.owner, "default_topic": out.default_topic, "service_type": out.default_service}),
-        ),
-        (
-            StatusCode::CREATED,
-            Json(KeyCreated {
-                key: k.key,
-                api_key: out,
-            }),
-        ),
-    ))
+    let note = note(
+        "keys.create",
+        format!("key:{}", k.id),
+        json!({"role": info.role.as_str(), "prefix": info.prefix, "owner": info.owner, "default_topic": info.default_topic, "service_type": info.default_service}),
+    );
+    Ok((k, info, note))
 }
 
 /// Revokes a key at once (it stays listed, with `revoked_at`).
@@ -145,6 +170,20 @@ pub(crate) async fn revoke(
             "a key cannot revoke itself; use another admin key, so that one always remains".into(),
         ));
     }
+    let (info, note) = revoke_key(&state, id).await?;
+    Ok(Audited(
+        note,
+        Json(KeyResult {
+            api_key: info.into(),
+        }),
+    ))
+}
+
+/// Revokes key `id` (`DELETE /keys/{id}`, and the admin UI's button).
+pub(crate) async fn revoke_key(
+    state: &AppState,
+    id: i64,
+) -> Result<(ApiKeyInfo, AuditNote), ApiError> {
     let info = state.store().revoke_api_key(id).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -152,15 +191,12 @@ pub(crate) async fn revoke(
             format!("there is no key {id}"),
         )
     })?;
-    let out = KeyOut::from(info);
-    Ok(Audited(
-        note(
-            "keys.revoke",
-            format!("key:{id}"),
-            json!({"prefix": out.prefix, "role": out.role}),
-        ),
-        Json(KeyResult { api_key: out }),
-    ))
+    let note = note(
+        "keys.revoke",
+        format!("key:{id}"),
+        json!({"prefix": info.prefix, "role": info.role.as_str()}),
+    );
+    Ok((info, note))
 }
 
 /// The staff users who sign in to the admin UI.
@@ -181,11 +217,23 @@ pub(crate) async fn users(
 }
 
 fn password(body: &Fields, required: bool) -> Result<Option<String>, ApiError> {
-    match body.str("password")? {
+    checked_password(body.str("password")?, required)
+}
+
+/// A new staff password: at least [`veto_store::MIN_PASSWORD_CHARS`]
+/// characters (API bodies, admin forms).
+pub(crate) fn checked_password(
+    value: Option<&str>,
+    required: bool,
+) -> Result<Option<String>, ApiError> {
+    match value {
         None if required => Err(ApiError::invalid(
             "password",
             "missing_field",
-            "password is required (at least 12 characters)",
+            format!(
+                "password is required (at least {} characters)",
+                veto_store::MIN_PASSWORD_CHARS
+            ),
         )),
         None => Ok(None),
         Some(p) if p.chars().count() < veto_store::MIN_PASSWORD_CHARS => Err(ApiError::invalid(
@@ -215,14 +263,27 @@ pub(crate) async fn add_user(
     JsonBody(body): JsonBody,
 ) -> Result<Audited<(StatusCode, Json<UserResult>)>, ApiError> {
     body.only(&["name", "role", "password"])?;
-    let name = body
-        .required_str("name", "the name the person signs in with")?
-        .to_owned();
-    let role = role(&body, true)?.unwrap_or(Role::Viewer);
-    let password = password(&body, true)?.unwrap_or_default();
+    let name = body.required_str("name", "the name the person signs in with")?;
+    let (user, note) =
+        add_staff_user(&state, name, body.str("role")?, body.str("password")?).await?;
+    Ok(Audited(
+        note,
+        (StatusCode::CREATED, Json(UserResult { user: user.into() })),
+    ))
+}
+
+/// Checks and adds a staff user (`POST /users`, and the admin UI's form).
+pub(crate) async fn add_staff_user(
+    state: &AppState,
+    name: &str,
+    role: Option<&str>,
+    password: Option<&str>,
+) -> Result<(StaffUser, AuditNote), ApiError> {
+    let role = checked_role(role, true)?.unwrap_or(Role::Viewer);
+    let password = checked_password(password, true)?.unwrap_or_default();
     let user = state
         .store()
-        .add_user(&name, role, &password)
+        .add_user(name, role, &password)
         .await
         .map_err(|e| match e {
             StoreError::Invalid(m) if m.starts_with("there is already") => {
@@ -231,14 +292,12 @@ pub(crate) async fn add_user(
             StoreError::Invalid(m) => ApiError::invalid("name", "invalid_value", m),
             other => other.into(),
         })?;
-    Ok(Audited(
-        note(
-            "users.add",
-            format!("user:{}", user.name),
-            json!({"id": user.id, "role": user.role.as_str()}),
-        ),
-        (StatusCode::CREATED, Json(UserResult { user: user.into() })),
-    ))
+    let note = note(
+        "users.add",
+        format!("user:{}", user.name),
+        json!({"id": user.id, "role": user.role.as_str()}),
+    );
+    Ok((user, note))
 }
 
 /// Changes a user's role, disables or re-enables them, or sets a new password.
@@ -258,6 +317,18 @@ pub(crate) async fn update_user(
         disabled: body.bool("disabled")?,
         password: password(&body, false)?,
     };
+    let (user, note) = change_user(&state, id, update).await?;
+    Ok(Audited(note, Json(UserResult { user: user.into() })))
+}
+
+/// Changes staff user `id` (`PATCH /users/{id}`, and the admin UI's
+/// forms); the store ends their sessions when disabled or given a new
+/// password.
+pub(crate) async fn change_user(
+    state: &AppState,
+    id: i64,
+    update: UserUpdate,
+) -> Result<(StaffUser, AuditNote), ApiError> {
     let detail = json!({
         "role": update.role.map(|r| r.as_str()),
         "disabled": update.disabled,
@@ -274,8 +345,6 @@ pub(crate) async fn update_user(
                 format!("there is no user {id}"),
             )
         })?;
-    Ok(Audited(
-        note("users.update", format!("user:{}", user.name), detail),
-        Json(UserResult { user: user.into() }),
-    ))
+    let note = note("users.update", format!("user:{}", user.name), detail);
+    Ok((user, note))
 }

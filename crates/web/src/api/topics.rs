@@ -10,8 +10,8 @@ use utoipa::IntoParams;
 use veto_core::TopicKey;
 use veto_store::{NewTopic, StoreError};
 
-use super::audit::{Audited, note};
-use super::fields::JsonBody;
+use super::audit::{AuditNote, Audited, note};
+use super::fields::{JsonBody, checked_text};
 use super::page::{ApiQuery, Paging};
 use super::schema::*;
 use super::{ApiError, positive_id};
@@ -38,7 +38,7 @@ fn topic_key(key: &str) -> Result<TopicKey, ApiError> {
         .map_err(|e| ApiError::invalid("key", "invalid_topic_key", format!("topic {e}")))
 }
 
-async fn find_topic(state: &AppState, key: &str) -> Result<veto_core::Topic, ApiError> {
+pub(crate) async fn find_topic(state: &AppState, key: &str) -> Result<veto_core::Topic, ApiError> {
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -92,18 +92,47 @@ pub(crate) async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Audited<(StatusCode, Json<TopicResult>)>, ApiError> {
     body.only(&["key", "name", "description", "group"])?;
-    let key = topic_key(body.required_str("key", "lower-case letters, digits and hyphens")?)?;
-    let name = body.text("name", 200)?.ok_or_else(|| {
+    let key = body.required_str("key", "lower-case letters, digits and hyphens")?;
+    let (topic, note) = add_topic(
+        &state,
+        key,
+        body.str("name")?,
+        body.str("description")?,
+        body.str("group")?,
+    )
+    .await?;
+    Ok(Audited(
+        note,
+        (
+            StatusCode::CREATED,
+            Json(TopicResult {
+                topic: topic.into(),
+            }),
+        ),
+    ))
+}
+
+/// Checks and adds a topic (`POST /topics`, and the admin UI's form):
+/// the topic and what the audit trail records about it.
+pub(crate) async fn add_topic(
+    state: &AppState,
+    key: &str,
+    name: Option<&str>,
+    description: Option<&str>,
+    group: Option<&str>,
+) -> Result<(veto_core::Topic, AuditNote), ApiError> {
+    let key = topic_key(key)?;
+    let name = checked_text("name", name, 200)?.ok_or_else(|| {
         ApiError::invalid("name", "missing_field", "name is required: what people see")
     })?;
-    let description = body.text("description", 1000)?.ok_or_else(|| {
+    let description = checked_text("description", description, 1000)?.ok_or_else(|| {
         ApiError::invalid(
             "description",
             "missing_field",
             "description is required: one plain sentence people read on their preference page",
         )
     })?;
-    let group = body.text("group", 200)?;
+    let group = checked_text("group", group, 200)?;
     if state.store().topic(&key).await?.is_some() {
         return Err(ApiError::conflict(
             "already_exists",
@@ -124,15 +153,12 @@ pub(crate) async fn create(
             StoreError::Invalid(m) => ApiError::conflict("already_exists", Some("key"), m),
             other => other.into(),
         })?;
-    let out = TopicOut::from(topic);
-    Ok(Audited(
-        note(
-            "topics.create",
-            format!("topic:{}", out.key),
-            json!({"name": out.name, "group": out.group}),
-        ),
-        (StatusCode::CREATED, Json(TopicResult { topic: out })),
-    ))
+    let note = note(
+        "topics.create",
+        format!("topic:{}", topic.key),
+        json!({"name": topic.name, "group": topic.group}),
+    );
+    Ok((topic, note))
 }
 
 /// Changes a topic's description (what people read about it).
@@ -147,7 +173,23 @@ pub(crate) async fn update(
 ) -> Result<Audited<Json<TopicResult>>, ApiError> {
     let topic = find_topic(&state, &key).await?;
     body.only(&["description"])?;
-    let description = body.text("description", 1000)?.ok_or_else(|| {
+    let (updated, note) = change_description(&state, &topic, body.str("description")?).await?;
+    Ok(Audited(
+        note,
+        Json(TopicResult {
+            topic: updated.into(),
+        }),
+    ))
+}
+
+/// Checks and sets a topic's new description (`PATCH /topics/{key}`, and
+/// the admin UI's form).
+pub(crate) async fn change_description(
+    state: &AppState,
+    topic: &veto_core::Topic,
+    description: Option<&str>,
+) -> Result<(veto_core::Topic, AuditNote), ApiError> {
+    let description = checked_text("description", description, 1000)?.ok_or_else(|| {
         ApiError::invalid(
             "description",
             "missing_field",
@@ -162,19 +204,15 @@ pub(crate) async fn update(
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("there is no topic {key:?}"),
+                format!("there is no topic {:?}", topic.key.as_str()),
             )
         })?;
-    Ok(Audited(
-        note(
-            "topics.update",
-            format!("topic:{}", topic.key),
-            json!({"description": {"from": topic.description, "to": updated.description}}),
-        ),
-        Json(TopicResult {
-            topic: updated.into(),
-        }),
-    ))
+    let note = note(
+        "topics.update",
+        format!("topic:{}", topic.key),
+        json!({"description": {"from": topic.description, "to": updated.description}}),
+    );
+    Ok((updated, note))
 }
 
 /// The service types declared in the configuration (`[service.types]`).
@@ -245,6 +283,24 @@ pub(crate) async fn add_wording(
 ) -> Result<Audited<(StatusCode, Json<WordingResult>)>, ApiError> {
     body.only(&["text"])?;
     let text = body.required_str("text", "the exact consent text people are shown")?;
+    let (w, created, note) = store_wording(&state, text).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(Audited(
+        note,
+        (status, Json(WordingResult { wording: w.into() })),
+    ))
+}
+
+/// Checks and stores a wording (`POST /wordings`, and the admin UI's
+/// form): the wording, whether it is new (the same text keeps its id).
+pub(crate) async fn store_wording(
+    state: &AppState,
+    text: &str,
+) -> Result<(veto_core::Wording, bool, AuditNote), ApiError> {
     if text.trim().is_empty() {
         return Err(ApiError::invalid(
             "text",
@@ -261,17 +317,11 @@ pub(crate) async fn add_wording(
     }
     let before = state.store().wording_ids().await?;
     let w = state.store().add_wording(text).await?;
-    let status = if before.contains(&w.id.0) {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok(Audited(
-        note(
-            "wordings.create",
-            format!("wording:{}", w.id.0),
-            json!({"sha256": w.hash}),
-        ),
-        (status, Json(WordingResult { wording: w.into() })),
-    ))
+    let created = !before.contains(&w.id.0);
+    let note = note(
+        "wordings.create",
+        format!("wording:{}", w.id.0),
+        json!({"sha256": w.hash}),
+    );
+    Ok((w, created, note))
 }

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use veto_core::Timestamp;
 use veto_store::{RetryOutcome, WebhookDelivery, WebhookStatus};
 
-use super::audit::{Audited, note};
+use super::audit::{AuditNote, Audited, note};
 use super::page::{ApiQuery, Paging};
 use super::schema::ErrorBody;
 use super::{ApiError, positive_id};
@@ -107,16 +107,7 @@ pub(crate) async fn list(
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<WebhookDeliveriesPage>, ApiError> {
     let paging = Paging::new(q.limit.as_deref(), q.cursor.as_deref())?;
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(s) => Some(WebhookStatus::parse(s).ok_or_else(|| {
-            ApiError::invalid(
-                "status",
-                "invalid_value",
-                format!("status must be pending, delivered, failed or gone, not {s:?}"),
-            )
-        })?),
-    };
+    let status = delivery_status(q.status.as_deref())?;
     let rows = state
         .store()
         .webhook_deliveries(status, paging.after, paging.fetch())
@@ -126,6 +117,20 @@ pub(crate) async fn list(
         deliveries: rows.into_iter().map(WebhookDeliveryOut::from).collect(),
         next_cursor,
     }))
+}
+
+/// The status filter of a delivery list (the API's query, the admin UI's).
+pub(crate) fn delivery_status(value: Option<&str>) -> Result<Option<WebhookStatus>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(s) => WebhookStatus::parse(s).map(Some).ok_or_else(|| {
+            ApiError::invalid(
+                "status",
+                "invalid_value",
+                format!("status must be pending, delivered, failed or gone, not {s:?}"),
+            )
+        }),
+    }
 }
 
 /// Sends a failed, gone or pending delivery again now, with a fresh retry
@@ -139,6 +144,19 @@ pub(crate) async fn retry(
     Path(id): Path<String>,
 ) -> Result<Audited<Json<WebhookRetryResult>>, ApiError> {
     let id = positive_id(&id, "webhook delivery")?;
+    let (d, note) = retry_delivery(&state, id).await?;
+    Ok(Audited(
+        note,
+        Json(WebhookRetryResult { delivery: d.into() }),
+    ))
+}
+
+/// Queues delivery `id` again (`POST /webhooks/deliveries/{id}/retry`,
+/// and the admin UI's button).
+pub(crate) async fn retry_delivery(
+    state: &AppState,
+    id: i64,
+) -> Result<(WebhookDelivery, AuditNote), ApiError> {
     match state
         .store()
         .retry_webhook_delivery(id, Timestamp::now())
@@ -146,14 +164,12 @@ pub(crate) async fn retry(
     {
         RetryOutcome::Queued(d) => {
             tracing::info!(delivery = id, endpoint = %d.endpoint, event = d.event_id, "webhook delivery queued again by staff");
-            Ok(Audited(
-                note(
-                    "webhooks.retry",
-                    format!("webhook-delivery:{id}"),
-                    json!({"endpoint": d.endpoint, "event": d.event_id}),
-                ),
-                Json(WebhookRetryResult { delivery: d.into() }),
-            ))
+            let note = note(
+                "webhooks.retry",
+                format!("webhook-delivery:{id}"),
+                json!({"endpoint": d.endpoint, "event": d.event_id}),
+            );
+            Ok((d, note))
         }
         RetryOutcome::AlreadyDelivered(_) => Err(ApiError::conflict(
             "already_delivered",
