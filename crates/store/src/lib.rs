@@ -67,6 +67,7 @@ macro_rules! backend {
             include!("tps_queries.rs");
             include!("retention_queries.rs");
             include!("webhook_queries.rs");
+            include!("requests_queries.rs");
             include!("session_queries.rs");
             include!("overview_queries.rs");
         }
@@ -109,6 +110,8 @@ mod tps;
 pub use tps::*;
 mod webhook;
 pub use webhook::*;
+mod requests;
+pub use requests::*;
 
 impl Store {
     /// Opens (creating if needed) the SQLite store at `path`: WAL, and every

@@ -90,6 +90,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (8, include_str!("migrations/postgres_0008.sql")),
         (11, include_str!("migrations/postgres_0011.sql")),
         (12, include_str!("migrations/postgres_0012.sql")),
+        (13, include_str!("migrations/postgres_0013.sql")),
         (14, include_str!("migrations/postgres_0014.sql")),
     ]
 } else {
@@ -104,6 +105,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (8, include_str!("migrations/sqlite_0008.sql")),
         (11, include_str!("migrations/sqlite_0011.sql")),
         (12, include_str!("migrations/sqlite_0012.sql")),
+        (13, include_str!("migrations/sqlite_0013.sql")),
         (14, include_str!("migrations/sqlite_0014.sql")),
     ]
 };
@@ -1276,6 +1278,8 @@ pub(crate) async fn erase(b: &Backend, email: &EmailAddress, actor: &str, at: Ti
     .await?;
     sqlx::query("UPDATE receipts SET recipient = NULL WHERE contact_id = $1").bind(id).execute(&mut *tx).await?;
     redact_webhook_payloads(&mut tx, id).await?;
+    // Data-subject requests stay (the record of what was asked and answered), without the address.
+    blank_request_addresses(&mut tx, id, email).await?;
     sqlx::query(
         "INSERT INTO suppressions (addr_hash, scope, reason, created_at) VALUES ($1, 'all', 'erasure', $2) \
          ON CONFLICT (addr_hash, scope) DO NOTHING",

@@ -36,6 +36,8 @@ pub struct EvidencePurged {
     pub signups: u64,
     /// Records of mail to veto's own addresses.
     pub inbound_reports: u64,
+    /// Answered data-subject requests whose address was blanked.
+    pub requests: u64,
 }
 
 /// What the checks of a backup file found.

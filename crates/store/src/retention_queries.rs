@@ -130,6 +130,7 @@ pub(crate) async fn purge_evidence(b: &Backend, before: i64, dry_run: bool) -> R
         let inbound = format!("UPDATE inbound_reports SET peer_ip = NULL WHERE id IN (SELECT id {INBOUND})");
         out.inbound_reports = sqlx::query(AssertSqlSafe(inbound)).bind(before).execute(&b.write).await?.rows_affected();
     }
+    out.requests = purge_request_addresses(b, before, dry_run).await?;
     Ok(out)
 }
 

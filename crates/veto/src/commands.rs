@@ -67,6 +67,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Why(args) => why(&App::open(cfg).await?, args).await,
         Command::Export { email } => export(&App::open(cfg).await?, &email).await,
         Command::Erase { email } => erase(&App::open(cfg).await?, &email).await,
+        Command::Requests(cmd) => crate::requests_cmd::run(&App::open(cfg).await?, cmd).await,
         Command::Audit(AuditCmd::Verify { json }) => {
             audit_verify(&App::open(cfg).await?, json).await
         }

@@ -9,6 +9,7 @@ mod demo;
 mod dkim;
 mod import;
 mod ops;
+mod requests_cmd;
 mod tls;
 mod tps_cmd;
 mod webhook_cmd;
@@ -82,6 +83,9 @@ enum Command {
     Export { email: String },
     /// Erase a person's data, keeping only a keyed-hash suppression entry (GDPR Art 17).
     Erase { email: String },
+    /// Data-subject requests (GDPR Arts 15 to 21) and their one-month deadlines (Art 12(3)).
+    #[command(subcommand)]
+    Requests(requests_cmd::RequestsCmd),
     /// The tamper-evident audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),

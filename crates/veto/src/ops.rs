@@ -355,11 +355,12 @@ pub async fn purge(app: &App, dry_run: bool, json_out: bool) -> Result<ExitCode>
         report.receipts
     );
     println!(
-        "evidence ({}): {blank} IP address and user agent in {} ledger personal-data rows, {} signups, {} records of mail to veto",
+        "evidence ({}): {blank} IP address and user agent in {} ledger personal-data rows, {} signups, {} records of mail to veto; the address in {} answered data-subject requests",
         keep(retention.evidence),
         report.evidence.ledger_rows,
         report.evidence.signups,
-        report.evidence.inbound_reports
+        report.evidence.inbound_reports,
+        report.evidence.requests
     );
     println!(
         "relay records (older than {} days): {verb} {}",
@@ -394,6 +395,7 @@ pub async fn purge_daily(
                     evidence_ledger_rows = report.evidence.ledger_rows,
                     evidence_signups = report.evidence.signups,
                     evidence_inbound_reports = report.evidence.inbound_reports,
+                    evidence_requests = report.evidence.requests,
                     relay_records = report.relay_records,
                     "retention purge done"
                 );

@@ -1691,3 +1691,129 @@ fn tps_import_screens_calls_and_a_bad_file_changes_nothing() {
         .fails()
         .stderr_has("not a telephone preference list");
 }
+
+// ---- data-subject requests ----------------------------------------------------------------
+
+#[test]
+fn requests_are_added_checked_extended_answered_and_listed_with_their_deadlines() {
+    let site = Site::new();
+    site.import(
+        "contacts.csv",
+        &format!("{HEADER}jo@example.com,grant,news,2025-01-02T10:00:00Z,,UK\n"),
+        &[],
+    )
+    .succeeds();
+    site.veto(&[
+        "requests",
+        "add",
+        "--kind",
+        "access",
+        "--email",
+        "jo@example.com",
+        "--via",
+        "letter",
+    ])
+    .succeeds()
+    .stdout_has("#1 access (Art 15) open")
+    .stdout_has("contact #1");
+    site.veto(&[
+        "requests",
+        "add",
+        "--kind",
+        "erasure",
+        "--email",
+        "jo@example.com",
+        "--received-at",
+        "2026-01-31T09:00:00Z",
+    ])
+    .succeeds()
+    .stdout_has("due 2026-02-28, OVERDUE");
+    site.veto(&[
+        "requests",
+        "add",
+        "--kind",
+        "gossip",
+        "--email",
+        "jo@example.com",
+    ])
+    .fails()
+    .stderr_has("--kind must be access, portability, erasure");
+
+    // Done before the identity check, or an erasure before `veto erase`: refused.
+    site.veto(&["requests", "answer", "1"])
+        .fails()
+        .stderr_has("before the person's identity is checked");
+    site.veto(&[
+        "requests",
+        "check",
+        "1",
+        "--how",
+        "reply from the address on file",
+    ])
+    .succeeds()
+    .stdout_has("identity checked");
+    site.veto(&[
+        "requests",
+        "extend",
+        "1",
+        "--reason",
+        "the archive is on paper",
+    ])
+    .succeeds()
+    .stdout_has("extended from");
+    site.veto(&["requests", "extend", "1", "--reason", "again"])
+        .fails()
+        .stderr_has("extended already");
+    site.veto(&["requests", "extend", "2", "--reason", "late"])
+        .fails()
+        .stderr_has("has passed");
+    site.veto(&["requests", "check", "2", "--how", "signed letter"])
+        .succeeds();
+    site.veto(&["requests", "answer", "2"])
+        .fails()
+        .stderr_has("has not been erased");
+
+    site.veto(&["requests", "list"])
+        .succeeds()
+        .stdout_has("#1 access")
+        .stdout_has("#2 erasure")
+        .stdout_has("2 open, 0 due within 7 days, 1 overdue");
+    let v = site
+        .veto(&["requests", "list", "--status", "overdue", "--json"])
+        .succeeds()
+        .json();
+    let rows = v.as_array().expect("a list");
+    assert_eq!(rows.len(), 1, "{v:#}");
+    assert_eq!(rows[0]["id"], 2, "{v:#}");
+    assert!(rows[0]["days_left"].as_i64().expect("days") < 0, "{v:#}");
+
+    site.veto(&["erase", "jo@example.com"]).succeeds();
+    site.veto(&["requests", "answer", "2"])
+        .succeeds()
+        .stdout_has("answered");
+    site.veto(&[
+        "requests",
+        "answer",
+        "1",
+        "--refuse",
+        "manifestly excessive (Art 12(5))",
+    ])
+    .succeeds()
+    .stdout_has("refused: manifestly excessive");
+    let v = site
+        .veto(&["requests", "list", "--status", "all", "--json"])
+        .succeeds()
+        .json();
+    assert_eq!(
+        v[1]["email"],
+        Value::Null,
+        "the erasure blanked the address: {v:#}"
+    );
+    assert_eq!(v[0]["email"], Value::Null, "{v:#}");
+    site.veto(&["requests", "list"])
+        .succeeds()
+        .stdout_has("no requests");
+
+    // Each change is in the staff audit trail, as the CLI's.
+    site.veto(&["audit", "verify"]).succeeds().stdout_has("ok");
+}

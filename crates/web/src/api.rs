@@ -22,6 +22,7 @@ pub(crate) mod keys;
 mod messages;
 mod openapi;
 mod page;
+mod requests;
 pub mod roles;
 pub(crate) mod schema;
 mod signups;
@@ -64,6 +65,14 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/events", get(contacts::events).post(contacts::append))
         .route("/receipts", get(contacts::receipts))
         .route("/erasures", post(contacts::erase))
+        .route("/requests", get(requests::list).post(requests::create))
+        .route("/requests/{id}", get(requests::show))
+        .route(
+            "/requests/{id}/identity-checked",
+            post(requests::identity_checked),
+        )
+        .route("/requests/{id}/extend", post(requests::extend))
+        .route("/requests/{id}/answer", post(requests::answer))
         .route(
             "/suppressions",
             get(suppressions::list).post(suppressions::add),

@@ -34,7 +34,7 @@ use veto_core::{
 };
 use veto_mail::{Claims, Purpose, TokenScope};
 use veto_sender::{SendError, Sent};
-use veto_store::{Append, AppendOutcome, ContactInput, Evidence, GuardClass};
+use veto_store::{Append, AppendOutcome, ContactInput, Evidence, GuardClass, RequestKind};
 
 use crate::client::client_ip;
 use crate::i18n::Lang;
@@ -926,6 +926,33 @@ async fn request_link(
     }
 }
 
+/// Records the person's own download or erasure as a data-subject request
+/// that the DPO's list shows: received when they asked for the link (its
+/// expiry less its lifetime), identity checked by that link, answered now.
+/// What the person asked for is done either way: a failure is logged.
+async fn record_request(
+    state: &AppState,
+    kind: RequestKind,
+    claims: &Claims,
+    email: Option<&EmailAddress>,
+) {
+    let now = Timestamp::now();
+    let asked = claims
+        .message
+        .and_then(|m| m.checked_sub(CONFIRM_MINUTES))
+        .and_then(|m| i64::try_from(m.saturating_mul(60)).ok())
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .unwrap_or(now);
+    let contact = ContactId(i64::try_from(claims.contact).unwrap_or(i64::MAX));
+    if let Err(e) = state
+        .store()
+        .record_self_service_request(kind, contact, email, asked, now)
+        .await
+    {
+        tracing::error!(error = %e, kind = kind.as_str(), contact = contact.0, "the person's own request could not be recorded for the DPO");
+    }
+}
+
 /// `GET /p/{token}/download` and `/erase` (the language switch on their
 /// result pages): back to the preference centre.
 pub async fn back_to_page(
@@ -961,6 +988,7 @@ pub async fn download(
     let Some(data) = veto_store::export::person(state.store(), &email, v.org()).await? else {
         return v.gone();
     };
+    record_request(&state, RequestKind::Access, &claims, Some(&email)).await;
     let body =
         serde_json::to_string_pretty(&data).map_err(|e| WebError::Internal(e.to_string()))?;
     Ok((
@@ -1030,6 +1058,8 @@ pub async fn erase(
         .store()
         .erase(&email, "person", Timestamp::now())
         .await?;
+    // After the erasure: the request keeps no address.
+    record_request(&state, RequestKind::Erasure, &claims, None).await;
     v.message(
         StatusCode::OK,
         "erase_done_heading",

@@ -18,7 +18,7 @@ use reqwest::header::{
 use serde_json::Value;
 use veto_core::{Channel, EventKind, FrequencyLimit, Period, Scope, Source, Timestamp};
 use veto_mail::{Claims, Purpose, TokenScope};
-use veto_store::StoredEvent;
+use veto_store::{RequestFilter, RequestKind, RequestStatus, RequestVia, StoredEvent};
 
 const JO: &str = "jo@example.com";
 const MASKED: &str = "j\u{2022}\u{2022}\u{2022}@example.com";
@@ -652,6 +652,39 @@ async fn download_sends_a_link_to_the_address_and_the_link_gives_the_data() {
             .filter_map(|m| m["class"].as_str())
             .collect();
         assert_eq!(classes, ["requested:download-data"], "{v:#}");
+        // The DPO's list shows it: asked, checked by the link, answered.
+        let res = app.get(&link).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "{db}: a second click works too"
+        );
+        let requests = app
+            .store
+            .requests(RequestFilter::All, Timestamp::now(), None, 10)
+            .await
+            .expect("requests");
+        assert_eq!(
+            requests.len(),
+            1,
+            "{db}: one request, however often the link is opened"
+        );
+        let r = &requests[0];
+        assert_eq!(
+            (r.kind, r.via, r.status(), r.contact, r.email.as_deref()),
+            (
+                RequestKind::Access,
+                RequestVia::PreferenceCentre,
+                RequestStatus::Answered,
+                Some(contact),
+                Some(JO)
+            ),
+            "{db}"
+        );
+        assert!(
+            r.identity.is_some() && r.received_at <= r.answer.as_ref().expect("answer").at,
+            "{db}"
+        );
 
         // Only that link: altered, expired, or made for erasure, it is not found.
         let token = token_of(&link);
@@ -782,6 +815,24 @@ async fn erase_takes_a_link_a_page_and_a_press_and_keeps_the_no() {
         );
         let last = app.events_of(contact).await.pop().expect("event");
         assert_eq!(last.event.kind, EventKind::Erasure, "{db}");
+        let requests = app
+            .store
+            .requests(RequestFilter::All, Timestamp::now(), None, 10)
+            .await
+            .expect("requests");
+        assert_eq!(requests.len(), 1, "{db}");
+        let r = &requests[0];
+        assert_eq!(
+            (r.kind, r.via, r.status(), r.contact, r.email.as_deref()),
+            (
+                RequestKind::Erasure,
+                RequestVia::PreferenceCentre,
+                RequestStatus::Answered,
+                Some(contact),
+                None
+            ),
+            "{db}: recorded for the DPO, without the address"
+        );
         assert_eq!(last.actor, "person", "{db}");
         assert_ne!(
             reason_code(&app.decision(JO, "news").await),

@@ -22,6 +22,7 @@ mod dashboard;
 mod outbox;
 mod people;
 mod render;
+mod requests;
 mod session;
 
 use axum::Router;
@@ -46,6 +47,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(campaigns::routes())
         .merge(approvals::routes())
         .merge(outbox::routes())
+        .merge(requests::routes())
         .merge(config::routes())
         .merge(people::routes())
         .fallback(render::not_found)

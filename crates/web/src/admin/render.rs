@@ -60,6 +60,14 @@ pub(super) const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/admin/outbox_message.html"),
     ),
     (
+        "admin/requests.html",
+        include_str!("../../templates/admin/requests.html"),
+    ),
+    (
+        "admin/request.html",
+        include_str!("../../templates/admin/request.html"),
+    ),
+    (
         "admin/topics.html",
         include_str!("../../templates/admin/topics.html"),
     ),
