@@ -16,7 +16,10 @@ use veto_core::{
     Message, MessageClass, NewEvent, Period, PhoneNumber, Relationship, RelationshipKind, Role,
     Scope, Source, Timestamp, Topic, TopicKey, decide,
 };
-use veto_store::{Append, AppendOutcome, ContactInput, Evidence, KeySpec, NewTopic};
+use veto_store::{
+    Append, AppendOutcome, ContactInput, Evidence, KeySpec, NewSubjectRequest, NewTopic, Outcome,
+    RequestKind, RequestVia,
+};
 
 use crate::app::{self, App};
 use crate::commands::Serving;
@@ -783,10 +786,11 @@ async fn seed(app: &App) -> Result<Credentials> {
         .start(campaign.id)
         .await
         .map_err(|e| anyhow!("the demo campaign: {e}"))?;
+    let requests = seed_requests(app, now, &people).await?;
     app.audit(
         "demo.seed",
         Some(format!("campaign:{}", campaign.id)),
-        serde_json::json!({"contacts": people.len(), "users": 3}),
+        serde_json::json!({"contacts": people.len(), "users": 3, "requests": requests}),
     )
     .await?;
 
@@ -798,6 +802,82 @@ async fn seed(app: &App) -> Result<Credentials> {
         api_key: key.key,
         campaign: campaign.id,
     })
+}
+
+/// GDPR requests at three stages, received long enough ago that their
+/// deadlines show: jo's access request (identity checked, due within a
+/// week), an erasure request nobody answered (overdue), and ana's
+/// portability request (answered). Returns how many.
+async fn seed_requests(app: &App, now: Timestamp, people: &[Person]) -> Result<usize> {
+    let store = &app.store;
+    let dpo = "user:dpo";
+    let ago = |days: i64| days_ago(now, days, 0);
+    let new = |kind, address: &str, via, note: &str, days| -> Result<NewSubjectRequest> {
+        Ok(NewSubjectRequest {
+            kind,
+            contact: None,
+            email: Some(EmailAddress::parse(address).map_err(|e| anyhow!("{e}"))?),
+            via,
+            note: Some(note.to_owned()),
+            received_at: ago(days),
+            actor: dpo.to_owned(),
+        })
+    };
+    let refused = |what: &str, r: veto_store::RequestRefused| anyhow!("the demo {what}: {r}");
+
+    let access = store
+        .create_request(new(
+            RequestKind::Access,
+            STARS[0].email,
+            RequestVia::Email,
+            "Asked for a copy of everything we hold about them.",
+            25,
+        )?)
+        .await?;
+    store
+        .check_request_identity(access.id, dpo, "Replied from the address on file.", ago(24))
+        .await?
+        .map_err(|r| refused("access request", r))?;
+
+    // Someone the demo still holds: the erasure was asked for and not done.
+    let erasing = people
+        .iter()
+        .skip(STARS.len())
+        .find(|p| p.erased.is_none() && !p.steps.is_empty())
+        .ok_or_else(|| anyhow!("no generated demo contact to ask for erasure"))?;
+    store
+        .create_request(new(
+            RequestKind::Erasure,
+            &erasing.email,
+            RequestVia::Letter,
+            "Letter asking us to delete their account and stop all email.",
+            35,
+        )?)
+        .await?;
+
+    let portability = store
+        .create_request(new(
+            RequestKind::Portability,
+            STARS[1].email,
+            RequestVia::WebForm,
+            "Wants their order history as a file.",
+            30,
+        )?)
+        .await?;
+    store
+        .check_request_identity(
+            portability.id,
+            dpo,
+            "Signed in to their customer account.",
+            ago(29),
+        )
+        .await?
+        .map_err(|r| refused("portability request", r))?;
+    store
+        .answer_request(portability.id, dpo, Outcome::Done, ago(27))
+        .await?
+        .map_err(|r| refused("portability request", r))?;
+    Ok(3)
 }
 
 /// "N contacts; the guard admits A for the demo topic and refuses R: reason n, …".
@@ -888,6 +968,11 @@ async fn print_block(
     line(format!(
         "  campaign {} \"Winter boots sale (demo)\" goes to everyone the guard admits: veto {config_arg} campaign show {}",
         c.campaign, c.campaign
+    ));
+    let requests = app.store.request_counts(Timestamp::now()).await?;
+    line(format!(
+        "  GDPR requests: {} open, {} due within 7 days, {} overdue: {url}/admin/requests",
+        requests.open, requests.due_within_7_days, requests.overdue
     ));
     line(String::new());
     line(format!("Admin UI:          {url}/admin"));

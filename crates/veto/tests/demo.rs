@@ -1,7 +1,9 @@
 //! `veto demo` as a newcomer runs it: the real binary seeds a directory,
 //! serves it, and prints a block of URLs, passwords and a swaks command.
 //! The test follows the block: the pages answer, the printed passwords
-//! sign in to the admin UI, the gateway says 250 to
+//! sign in to the admin UI, where every page in each user's menu opens
+//! (sam's timeline shows the campaign not sent, the outbox shows a copy's
+//! List-Unsubscribe, the seeded GDPR requests show one overdue), the gateway says 250 to
 //! the consenting demo customers and 550 to the opted-out ones, the demo
 //! campaign reaches exactly the people the guard admits (each copy with a
 //! List-Unsubscribe header), and a second run seeds nothing and prints the
@@ -104,23 +106,16 @@ fn http_status(url: &str) -> u16 {
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
 }
 
-/// Signs in to the admin UI as a browser would: the status and whether a
-/// session cookie was set.
-fn sign_in(base: &str, name: &str, password: &str) -> (u16, bool) {
+/// Sends one HTTP/1.1 request and returns the status, the head and the body.
+fn http(base: &str, request: &str) -> (u16, String, String) {
     let authority = base.strip_prefix("http://").expect("an http:// base");
     let mut stream = TcpStream::connect(authority).expect("connect to the web server");
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    let body = format!("name={name}&password={password}");
-    write!(
-        stream,
-        "POST /admin/login HTTP/1.1\r\nHost: {authority}\r\nOrigin: {base}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send the sign-in");
+    stream
+        .write_all(request.replace("{authority}", authority).as_bytes())
+        .expect("send the request");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     let status = response
@@ -128,11 +123,75 @@ fn sign_in(base: &str, name: &str, password: &str) -> (u16, bool) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let head = response.split("\r\n\r\n").next().unwrap_or_default();
-    let cookie = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("set-cookie:"));
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// Signs in to the admin UI as a browser would: the status and the
+/// session cookie (`veto_admin=…`), if one was set.
+fn sign_in(base: &str, name: &str, password: &str) -> (u16, Option<String>) {
+    let body = format!("name={name}&password={password}");
+    let (status, head, _) = http(
+        base,
+        &format!(
+            "POST /admin/login HTTP/1.1\r\nHost: {{authority}}\r\nOrigin: {base}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let cookie = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        if !name.eq_ignore_ascii_case("set-cookie") {
+            return None;
+        }
+        let pair = value.trim().split(';').next()?;
+        pair.starts_with("veto_admin=").then(|| pair.to_owned())
+    });
     (status, cookie)
+}
+
+/// An admin page as a signed-in browser sees it: the status and the body,
+/// with minijinja's escapes of `/`, `'` and `&` turned back.
+fn admin_page(base: &str, cookie: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = http(
+        base,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {{authority}}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    let body = body
+        .replace("&#x2f;", "/")
+        .replace("&#x27;", "'")
+        .replace("&amp;", "&");
+    (status, body)
+}
+
+/// The page's title, up to " · veto admin".
+fn title(body: &str) -> &str {
+    body.split("<title>")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .unwrap_or_default()
+}
+
+/// The links (`href` values) in `html`.
+fn hrefs(html: &str) -> Vec<String> {
+    html.split("href=\"")
+        .skip(1)
+        .filter_map(|h| h.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The links in the admin menu (`<nav class="menu">`).
+fn menu(body: &str) -> Vec<String> {
+    let nav = body
+        .split("<nav class=\"menu\"")
+        .nth(1)
+        .and_then(|n| n.split("</nav>").next())
+        .unwrap_or_else(|| panic!("no menu on the page:\n{body}"));
+    hrefs(nav)
 }
 
 struct Smtp {
@@ -279,6 +338,10 @@ fn demo_seeds_once_serves_and_the_guard_decides_who_gets_mail() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no admitted count in:\n{block}"));
     assert!(admitted > 50, "{block}");
+    assert!(
+        block.contains("GDPR requests: 2 open, 1 due within 7 days, 1 overdue"),
+        "{block}"
+    );
     for reason in [
         "withdrawn",
         "suppressed",
@@ -294,15 +357,18 @@ fn demo_seeds_once_serves_and_the_guard_decides_who_gets_mail() {
         .collect();
     // The printed passwords sign in to the admin UI.
     assert_eq!(http_status(&format!("{base}/admin/login")), 200);
+    let mut sessions = Vec::new();
     for (user, password) in ["admin", "dpo", "marketer"].iter().zip(&passwords) {
         let (status, cookie) = sign_in(&base, user, password);
-        assert!(
-            (300..400).contains(&status) && cookie,
-            "{user} signs in: {status}"
-        );
+        assert!((300..400).contains(&status), "{user} signs in: {status}");
+        let cookie = cookie.unwrap_or_else(|| panic!("{user} got no session cookie"));
+        sessions.push((*user, cookie));
     }
     let (status, cookie) = sign_in(&base, "admin", "not-the-password");
-    assert!(status == 401 && !cookie, "a wrong password: {status}");
+    assert!(
+        status == 401 && cookie.is_none(),
+        "a wrong password: {status}"
+    );
 
     // The printed swaks command, spoken by hand: 250 for the consenting
     // demo customers, 550 for the opted-out and the erased one.
@@ -381,6 +447,68 @@ fn demo_seeds_once_serves_and_the_guard_decides_who_gets_mail() {
         "every copy carries List-Unsubscribe"
     );
     let before = contacts(dir, &env);
+
+    // Each user's menu: every page answers, none with an error page.
+    for (user, cookie) in &sessions {
+        let (status, home) = admin_page(&base, cookie, "/admin");
+        assert_eq!(status, 200, "{user}'s dashboard");
+        let links = menu(&home);
+        assert!(links.len() > 3, "{user}'s menu: {links:?}");
+        for link in &links {
+            let (status, body) = admin_page(&base, cookie, link);
+            let t = title(&body);
+            assert!(
+                status == 200
+                    && !t.starts_with("Not found")
+                    && !t.starts_with("Something went wrong"),
+                "{user} opens {link}: {status} {t:?}"
+            );
+        }
+        if *user != "marketer" {
+            // The GDPR requests the demo seeded, on the dashboard.
+            assert!(
+                home.contains("<dt>Overdue</dt><dd>1</dd>"),
+                "{user}: {home}"
+            );
+        }
+        assert!(
+            home.contains("messages checked in the last 30 days:"),
+            "{user}'s chart is empty: {home}"
+        );
+    }
+    let admin = &sessions[0].1;
+    // Sam's timeline: the demo campaign was not sent to sam, who withdrew.
+    let (_, list) = admin_page(&base, admin, "/admin/contacts?q=sam@demo.example");
+    let sam = hrefs(&list)
+        .into_iter()
+        .find(|h| h.starts_with("/admin/contacts/"))
+        .unwrap_or_else(|| panic!("no contact link for sam:\n{list}"));
+    let (status, page) = admin_page(&base, admin, &sam);
+    assert_eq!(status, 200, "{sam}");
+    assert!(
+        page.split("Winter boots sale (demo)")
+            .skip(1)
+            .any(|rest| rest
+                .chars()
+                .take(200)
+                .collect::<String>()
+                .contains("not sent — withdrew consent")),
+        "sam's timeline:\n{page}"
+    );
+    // The outbox, and a copy's List-Unsubscribe header.
+    let (status, list) = admin_page(&base, admin, "/admin/outbox");
+    assert_eq!(status, 200);
+    let message = hrefs(&list)
+        .into_iter()
+        .find(|h| h.starts_with("/admin/outbox/"))
+        .unwrap_or_else(|| panic!("no message in the outbox page:\n{list}"));
+    let (status, page) = admin_page(&base, admin, &message);
+    assert_eq!(status, 200, "{message}");
+    assert!(page.contains("List-Unsubscribe"), "{message}:\n{page}");
+    // The overdue erasure request.
+    let (status, page) = admin_page(&base, admin, "/admin/requests");
+    assert_eq!(status, 200);
+    assert!(page.contains("overdue"), "{page}");
 
     // A second run: nothing seeded again, the same passwords printed.
     sigterm_and_wait(&mut demo.server);

@@ -10,7 +10,10 @@ use admin_support::sign_in;
 use api_support::{TestApp, apps, email};
 use veto_core::{Channel, EventKind, NewEvent, Role, Scope, Source, Timestamp};
 use veto_store::describe::day;
-use veto_store::{Append, AppendOutcome, ContactInput, DAY_US, Evidence, NewReceipt};
+use veto_store::{
+    Append, AppendOutcome, ContactInput, DAY_US, Evidence, NewReceipt, NewSubjectRequest,
+    RequestKind, RequestVia,
+};
 
 const JO: &str = "jo@example.com";
 
@@ -151,6 +154,61 @@ async fn the_dashboard_chart_counts_the_receipts() {
         let page = sender.get("/admin").await;
         assert_eq!(page.status, 200, "{db}");
         assert!(!page.body.contains("role=\"img\""), "{db}");
+        app.close().await;
+    }
+}
+
+/// An access request received `days` before `now`.
+async fn request(app: &TestApp, now: Timestamp, address: &str, days: i64) {
+    app.store
+        .create_request(NewSubjectRequest {
+            kind: RequestKind::Access,
+            contact: None,
+            email: Some(email(address)),
+            via: RequestVia::Email,
+            note: None,
+            received_at: Timestamp::from_microsecond(now.as_microsecond() - days * DAY_US)
+                .expect("time"),
+            actor: "cli".into(),
+        })
+        .await
+        .expect("request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_counts_gdpr_requests_for_those_who_may_read_them() {
+    for app in apps().await {
+        let db = app.name();
+        let dpo = sign_in(&app, "dana", Role::Dpo).await;
+        let home = dpo.get("/admin").await;
+        assert!(home.body.contains("GDPR requests</h2>"), "{db}");
+        assert!(home.body.contains("badge ok\">on time"), "{db}");
+
+        // Received 27 days ago: due within 7 days; 40 days ago: overdue.
+        let now = Timestamp::now();
+        request(&app, now, "soon@example.com", 27).await;
+        let home = dpo.get("/admin").await;
+        assert!(home.body.contains("badge warn\">due soon"), "{db}");
+        request(&app, now, "late@example.com", 40).await;
+        request(&app, now, "new@example.com", 0).await;
+
+        let admin = sign_in(&app, "ada", Role::Admin).await;
+        for staff in [&dpo, &admin] {
+            let body = staff.get("/admin").await.body;
+            assert!(body.contains("<dt>Open</dt><dd>3</dd>"), "{db}: {body}");
+            assert!(
+                body.contains("<dt>Due within 7 days</dt><dd>1</dd>"),
+                "{db}"
+            );
+            assert!(body.contains("<dt>Overdue</dt><dd>1</dd>"), "{db}");
+            assert!(body.contains("badge bad\">overdue"), "{db}");
+            assert!(body.contains("href=\"/admin/requests\""), "{db}");
+        }
+        // A viewer may not read the requests: no numbers, no link.
+        let viewer = sign_in(&app, "vi", Role::Viewer).await;
+        let body = viewer.get("/admin").await.body;
+        assert!(!body.contains("GDPR requests</h2>"), "{db}");
+        assert!(!body.contains("Due within 7 days"), "{db}");
         app.close().await;
     }
 }

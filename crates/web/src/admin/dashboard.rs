@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use veto_core::Timestamp;
 use veto_store::describe::{self, when};
-use veto_store::{CampaignState, DAY_US, ReceiptDay};
+use veto_store::{CampaignState, DAY_US, ReceiptDay, RequestCounts};
 
 use super::{AdminError, Posted, Staff, done, done_with_error, render};
 use crate::AppState;
@@ -26,6 +26,13 @@ pub(super) async fn page(
                 "ok": a.detail.get("ok").and_then(|v| v.as_bool()).unwrap_or(false),
             })
         });
+    let requests = if staff.may("GET", "/requests") {
+        Some(request_counts(
+            state.store().request_counts(Timestamp::now()).await?,
+        ))
+    } else {
+        None
+    };
     // The numbers come from receipts and the ledger: for those who may
     // read them (not the machines that send service mail).
     if !staff.may("GET", "/receipts") {
@@ -38,6 +45,7 @@ pub(super) async fn page(
                 "current": "/admin",
                 "may_verify": staff.may("POST", "/audit/verify"),
                 "verify": verify,
+                "requests": requests,
             }),
         );
     }
@@ -107,6 +115,7 @@ pub(super) async fn page(
                 "bounce_warn": percent(bounce_limit / 2.0),
             },
             "verify": verify,
+            "requests": requests,
             "counts": {
                 "contacts": store.count_contacts().await?,
                 "topics": topics,
@@ -115,6 +124,25 @@ pub(super) async fn page(
             },
         }),
     )
+}
+
+/// The GDPR request numbers and one badge for them all: bad when any is
+/// overdue, a warning when any is due within 7 days.
+fn request_counts(c: RequestCounts) -> Value {
+    let (badge, status) = if c.overdue > 0 {
+        ("bad", "overdue")
+    } else if c.due_within_7_days > 0 {
+        ("warn", "due soon")
+    } else {
+        ("ok", "on time")
+    };
+    json!({
+        "open": c.open,
+        "soon": c.due_within_7_days,
+        "overdue": c.overdue,
+        "badge": badge,
+        "status": status,
+    })
 }
 
 /// The chart shows this many days, today included.
