@@ -1,7 +1,8 @@
 // The admin UI's only script: live progress of running campaigns. Every
 // element with data-progress-url is refreshed from that JSON endpoint every
-// two seconds while its campaign is sending; without scripts the page
-// still shows the progress as of its loading.
+// two seconds while its campaign is sending; when it stops, the page is
+// loaded again once, so that its counts and buttons are the final ones.
+// Without scripts the page still shows the progress as of its loading.
 "use strict";
 (function () {
   function refresh(el) {
@@ -15,7 +16,11 @@
         if (text) { text.textContent = p.text; }
         var status = el.querySelector("[data-progress-status]");
         if (status) { status.textContent = p.status; }
-        if (p.running) { setTimeout(function () { refresh(el); }, 2000); }
+        if (p.running) {
+          setTimeout(function () { refresh(el); }, 2000);
+        } else {
+          window.location.reload();
+        }
       })
       .catch(function () { setTimeout(function () { refresh(el); }, 5000); });
   }
