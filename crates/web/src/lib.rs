@@ -384,7 +384,9 @@ async fn security_headers(mut res: axum::response::Response) -> axum::response::
     // Tokens are in paths: never send them to another site. Same-origin
     // referrers let browsers send a real Origin on our own forms.
     set(h, header::REFERRER_POLICY, "same-origin");
-    set(h, header::X_FRAME_OPTIONS, "DENY");
+    if !h.contains_key(header::X_FRAME_OPTIONS) {
+        set(h, header::X_FRAME_OPTIONS, "DENY");
+    }
     if !h.contains_key(header::CACHE_CONTROL) {
         set(h, header::CACHE_CONTROL, "no-store");
     }

@@ -184,6 +184,29 @@ async fn marketer_journey(browser: &Browser, app: &TestApp) {
     sign_out(browser).await;
 }
 
+/// Opens a delivered copy in the outbox: its headers, and its HTML part
+/// rendered in a sandbox where the message's script does not run.
+async fn outbox_journey(browser: &Browser, app: &TestApp) {
+    browser.goto(&app.url("/admin/outbox")).await;
+    browser.assert_accessible("admin outbox").await;
+    browser.click("a[href^='/admin/outbox/']").await;
+    let frame = browser.wait_for("iframe.mail-html").await;
+    assert!(browser.source().await.contains("List-Unsubscribe-Post"));
+    browser.assert_accessible("admin outbox message").await;
+    browser.screenshot("admin-outbox-message.png").await;
+    // Inside the frame: the message as sent, its script never run.
+    browser_support::step("enter the mail's frame", frame.enter_frame()).await;
+    let heading = browser.text("h1").await;
+    assert_eq!(heading, "Spring news");
+    let title = browser.eval("return document.title;").await;
+    assert_ne!(title, serde_json::json!("ran"), "the mail's script ran");
+    browser_support::step(
+        "leave the frame",
+        browser.client.clone().enter_parent_frame(),
+    )
+    .await;
+}
+
 /// Finds the customer who unsubscribed and reads their timeline: they
 /// agreed, unsubscribed, and the campaign was not sent to them.
 async fn timeline_journey(browser: &Browser, app: &TestApp) {
@@ -223,6 +246,12 @@ async fn campaign_journey(browser: &Browser, app: &TestApp) {
     type_into(browser, "#from", "news@shop.example").await;
     type_into(browser, "#subject", "Spring news for {{ email ").await;
     type_into(browser, "#text", "Hello,\nWhat is new this spring.\n").await;
+    type_into(
+        browser,
+        "#html",
+        "<h1>Spring news</h1><p>What is <b>new</b> this spring.</p><script>document.title = 'ran'</script>",
+    )
+    .await;
     type_into(browser, "#rate", "2").await;
     browser
         .click("form.campaign-form button[type=submit]")
@@ -303,6 +332,7 @@ async fn campaign_journey(browser: &Browser, app: &TestApp) {
     );
     browser.assert_accessible("admin campaign sent").await;
     browser.screenshot("admin-campaign-sent.png").await;
+    outbox_journey(browser, app).await;
     let sent = app.sent();
     assert_eq!(sent.len(), AGREED.len(), "one copy per person who agreed");
     assert!(

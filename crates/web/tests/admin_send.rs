@@ -223,6 +223,29 @@ async fn a_marketer_writes_a_campaign_starts_it_and_watches_it_reach_only_those_
             assert!(m.body.contains("List-Unsubscribe=One-Click"), "{db}");
             assert!(m.body.contains("&lt;script&gt;"), "{db}: HTML as source");
             assert!(!m.body.contains("<script>alert"), "{db}");
+            // And rendered, in a sandbox: the frame's page runs no script
+            // and loads nothing from elsewhere.
+            let frame = format!("{link}/html/1");
+            assert!(
+                m.body.contains(&format!(
+                    "<iframe class=\"mail-html\" sandbox src=\"{frame}\""
+                )),
+                "{db}: {}",
+                m.body
+            );
+            let html = mia.get(&frame).await;
+            assert_eq!(html.status, 200, "{db}: {}", html.body);
+            let csp = html.headers["content-security-policy"]
+                .to_str()
+                .unwrap_or_default();
+            assert!(
+                csp.starts_with("sandbox;") && csp.contains("default-src 'none'"),
+                "{db}: {csp}"
+            );
+            assert_eq!(html.headers["x-frame-options"], "SAMEORIGIN", "{db}");
+            assert!(html.body.contains("<p>Hello"), "{db}: {}", html.body);
+            assert_eq!(mia.get(&format!("{link}/html/2")).await.status, 404, "{db}");
+            assert_eq!(mia.get(&format!("{link}/html/0")).await.status, 404, "{db}");
             for a in ["ann@example.com", "bob@example.com", "carl@example.com"] {
                 if m.body.contains(&format!("Winter news for {a}")) {
                     to.insert(a);

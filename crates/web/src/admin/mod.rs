@@ -35,8 +35,9 @@ pub(crate) use session::{Posted, Staff};
 
 /// The admin UI's own Content-Security-Policy: as strict as the customer
 /// pages', but scripts from veto itself may run (live progress bars) and
-/// fetch from it.
-const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// fetch from it, and veto's own pages may be framed in it (a mail's HTML
+/// part in the outbox viewer, in a sandbox).
+const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub(crate) fn routes() -> Router<AppState> {
     let admin = Router::new()
@@ -53,10 +54,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .fallback(render::not_found)
         .layer(axum::middleware::map_response(
             |mut res: axum::response::Response| async move {
-                res.headers_mut().insert(
-                    header::CONTENT_SECURITY_POLICY,
-                    HeaderValue::from_static(CSP),
-                );
+                // A page with a policy of its own (a mail's HTML part in
+                // its sandbox) keeps it.
+                if !res.headers().contains_key(header::CONTENT_SECURITY_POLICY) {
+                    res.headers_mut().insert(
+                        header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static(CSP),
+                    );
+                }
                 res
             },
         ));

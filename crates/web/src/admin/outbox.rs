@@ -10,7 +10,8 @@ use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -24,6 +25,7 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/outbox", get(list))
         .route("/outbox/{name}", get(message))
+        .route("/outbox/{name}/html/{n}", get(html_part))
 }
 
 /// Messages per page.
@@ -184,22 +186,7 @@ pub(super) async fn message(
     Path(name): Path<String>,
 ) -> Result<Response, AdminError> {
     staff.require("GET", "/receipts")?;
-    let not_found = || AdminError::NotFound("There is no such message in the outbox.".into());
-    let dir = state
-        .outbox_dir()
-        .map(FsPath::to_path_buf)
-        .ok_or_else(not_found)?;
-    let wanted = name.clone();
-    let raw = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
-        match find(&dir, &wanted)? {
-            Some(path) => read_start(&path, MAX_BYTES).map(Some),
-            None => Ok(None),
-        }
-    })
-    .await
-    .map_err(|e| AdminError::Internal(format!("reading the outbox: {e}")))?
-    .map_err(|e| AdminError::Internal(format!("reading the outbox: {e}")))?
-    .ok_or_else(not_found)?;
+    let raw = read_message(&state, &name).await?;
     let shown = shown_message(&raw);
     render(
         &state,
@@ -212,6 +199,68 @@ pub(super) async fn message(
             "m": shown,
         }),
     )
+}
+
+/// The policy of a message's HTML part shown in the outbox viewer: a
+/// sandbox (no scripts, no forms, no navigation, an origin of its own),
+/// nothing fetched from anywhere (remote images stay unloaded), its own
+/// inline styles, framed only by veto's page.
+const MAIL_HTML_CSP: &str =
+    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'";
+
+/// The `n`th (from 1) HTML part of a message, as a mail program would show
+/// it, for the sandboxed frame on the message's page.
+pub(super) async fn html_part(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path((name, n)): Path<(String, String)>,
+) -> Result<Response, AdminError> {
+    staff.require("GET", "/receipts")?;
+    let raw = read_message(&state, &name).await?;
+    let part = n
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| {
+            let m = mail_parser::MessageParser::default().parse(&raw[..])?;
+            m.parts
+                .iter()
+                .filter_map(|p| match &p.body {
+                    mail_parser::PartType::Html(h) => Some(h.to_string()),
+                    _ => None,
+                })
+                .nth(i)
+        })
+        .ok_or_else(|| AdminError::NotFound("That message has no such HTML part.".into()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, MAIL_HTML_CSP),
+            (header::X_FRAME_OPTIONS, "SAMEORIGIN"),
+        ],
+        part,
+    )
+        .into_response())
+}
+
+/// The raw start of the message `name` in the outbox, if the outbox lists it.
+async fn read_message(state: &AppState, name: &str) -> Result<Vec<u8>, AdminError> {
+    let not_found = || AdminError::NotFound("There is no such message in the outbox.".into());
+    let dir = state
+        .outbox_dir()
+        .map(FsPath::to_path_buf)
+        .ok_or_else(not_found)?;
+    let wanted = name.to_owned();
+    tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
+        match find(&dir, &wanted)? {
+            Some(path) => read_start(&path, MAX_BYTES).map(Some),
+            None => Ok(None),
+        }
+    })
+    .await
+    .map_err(|e| AdminError::Internal(format!("reading the outbox: {e}")))?
+    .map_err(|e| AdminError::Internal(format!("reading the outbox: {e}")))?
+    .ok_or_else(not_found)
 }
 
 #[cfg(test)]
