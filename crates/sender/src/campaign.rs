@@ -1142,7 +1142,7 @@ fn topic_label(t: &Topic) -> String {
 /// One Message-ID per campaign and recipient: a copy sent again after a
 /// crash is the same message to the upstream.
 pub fn message_id(c: &Campaign, contact: veto_core::ContactId, domain: &str) -> String {
-    format!("<campaign-{}.{}@{domain}>", c.id, contact.0)
+    veto_store::campaign_message_id(c.id, contact, domain)
 }
 
 // ---- daily caps ------------------------------------------------------------------

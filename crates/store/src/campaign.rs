@@ -8,6 +8,20 @@ use veto_core::{ContactId, Timestamp, Topic};
 
 use crate::{NewReceipt, Result, Store, StoreError, postgres, sqlite};
 
+/// One Message-ID per campaign and recipient: a copy sent again after a
+/// crash is the same message to the upstream.
+pub fn campaign_message_id(campaign: i64, contact: ContactId, domain: &str) -> String {
+    format!("<campaign-{campaign}.{}@{domain}>", contact.0)
+}
+
+/// The campaign a [`campaign_message_id`] names.
+pub fn campaign_of_message_id(message_id: &str) -> Option<i64> {
+    let rest = message_id.strip_prefix("<campaign-")?;
+    let (id, rest) = rest.split_once('.')?;
+    rest.contains('@').then_some(())?;
+    id.parse().ok().filter(|n: &i64| *n > 0)
+}
+
 /// Where a campaign is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -277,4 +291,26 @@ impl Store {
 
 pub(crate) fn not_found(id: i64) -> StoreError {
     StoreError::NotFound(format!("campaign {id}"))
+}
+
+#[cfg(test)]
+mod message_id_tests {
+    use super::*;
+
+    #[test]
+    fn campaign_copies_are_known_by_their_message_id() {
+        let id = campaign_message_id(12, ContactId(345), "mail.example");
+        assert_eq!(id, "<campaign-12.345@mail.example>");
+        assert_eq!(campaign_of_message_id(&id), Some(12));
+        assert_eq!(
+            campaign_of_message_id("<campaign-12.345@mail.example>"),
+            Some(12)
+        );
+        assert_eq!(
+            campaign_of_message_id("<campaign-x.345@mail.example>"),
+            None
+        );
+        assert_eq!(campaign_of_message_id("<campaign-12@mail.example>"), None);
+        assert_eq!(campaign_of_message_id("<abc@mail.example>"), None);
+    }
 }

@@ -141,7 +141,7 @@ pub fn receipt_sentence(
     campaigns: &HashMap<i64, String>,
 ) -> String {
     let r = &r.receipt;
-    let campaign = campaign_of(&r.message_id).and_then(|id| campaigns.get(&id));
+    let campaign = crate::campaign_of_message_id(&r.message_id).and_then(|id| campaigns.get(&id));
     let about = match r.class.strip_prefix("service:") {
         Some(t) => format!("a service message ({t})"),
         None => topics
@@ -169,15 +169,6 @@ pub fn receipt_sentence(
             .unwrap_or_else(|| format!("refused under {}", r.rule));
         format!("{what} not sent — {why}")
     }
-}
-
-/// The campaign a campaign copy's Message-ID names: the sender writes
-/// `<campaign-ID.CONTACT@domain>`.
-pub fn campaign_of(message_id: &str) -> Option<i64> {
-    let rest = message_id.strip_prefix("<campaign-")?;
-    let (id, rest) = rest.split_once('.')?;
-    rest.contains('@').then_some(())?;
-    id.parse().ok().filter(|n: &i64| *n > 0)
 }
 
 fn capitalise(s: &str) -> String {
@@ -268,14 +259,6 @@ pub fn event_line(e: &StoredEvent, topics: &HashMap<u16, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn campaign_copies_are_known_by_their_message_id() {
-        assert_eq!(campaign_of("<campaign-12.345@mail.example>"), Some(12));
-        assert_eq!(campaign_of("<campaign-x.345@mail.example>"), None);
-        assert_eq!(campaign_of("<campaign-12@mail.example>"), None);
-        assert_eq!(campaign_of("<abc@mail.example>"), None);
-    }
 
     #[test]
     fn reason_codes_read_as_the_policy_says_them() {

@@ -59,12 +59,7 @@ pub(crate) async fn staff_actions_newest(b: &Backend, before: Option<i64>, limit
         .bind(limit)
         .fetch_all(&b.read)
         .await?;
-    rows.iter()
-        .map(|r| {
-            let hash: Vec<u8> = r.try_get("hash")?;
-            staff_action_of(audit_record_from_row(r)?, &hash)
-        })
-        .collect()
+    rows.iter().map(staff_action_from_row).collect()
 }
 
 pub(crate) async fn last_staff_action(b: &Backend, action: &str) -> Result<Option<StaffAction>> {
@@ -72,12 +67,7 @@ pub(crate) async fn last_staff_action(b: &Backend, action: &str) -> Result<Optio
         .bind(action)
         .fetch_optional(&b.read)
         .await?;
-    row.as_ref()
-        .map(|r| {
-            let hash: Vec<u8> = r.try_get("hash")?;
-            staff_action_of(audit_record_from_row(r)?, &hash)
-        })
-        .transpose()
+    row.as_ref().map(staff_action_from_row).transpose()
 }
 
 pub(crate) async fn suppressions_of_kind(

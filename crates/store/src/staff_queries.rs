@@ -107,6 +107,11 @@ fn audit_record_from_row(r: &DbRow) -> Result<AuditRecord> {
     })
 }
 
+fn staff_action_from_row(r: &DbRow) -> Result<StaffAction> {
+    let hash: Vec<u8> = r.try_get("hash")?;
+    staff_action_of(audit_record_from_row(r)?, &hash)
+}
+
 fn staff_action_of(rec: AuditRecord, hash: &[u8]) -> Result<StaffAction> {
     Ok(StaffAction {
         seq: rec.seq,
@@ -162,12 +167,7 @@ pub(crate) async fn staff_actions(b: &Backend, after: Option<i64>, limit: i64) -
         .bind(limit)
         .fetch_all(&b.read)
         .await?;
-    rows.iter()
-        .map(|r| {
-            let hash: Vec<u8> = r.try_get("hash")?;
-            staff_action_of(audit_record_from_row(r)?, &hash)
-        })
-        .collect()
+    rows.iter().map(staff_action_from_row).collect()
 }
 
 /// Recomputes the staff audit chain: `(entries verified, first problem)`.

@@ -214,7 +214,7 @@ pub(super) async fn contact(
     let mut campaign_names: HashMap<i64, String> = HashMap::new();
     for id in receipts
         .iter()
-        .filter_map(|r| describe::campaign_of(&r.receipt.message_id))
+        .filter_map(|r| veto_store::campaign_of_message_id(&r.receipt.message_id))
     {
         if let std::collections::hash_map::Entry::Vacant(slot) = campaign_names.entry(id)
             && let Some(c) = store.campaign(id).await?

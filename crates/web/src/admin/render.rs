@@ -367,9 +367,7 @@ fn error_page(heading: &str, text: &str) -> Response {
 }
 
 /// A time as the admin pages show it: "12 Mar 2026 14:05 UTC".
-pub(crate) fn show_time(t: veto_core::Timestamp) -> String {
-    t.strftime("%-d %b %Y %H:%M UTC").to_string()
-}
+pub(crate) use veto_store::describe::when as show_time;
 
 /// A count with thousands separated: "1,234".
 pub(crate) fn thousands(n: i64) -> String {

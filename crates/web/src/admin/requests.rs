@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use veto_core::{EmailAddress, Timestamp};
+use veto_store::describe;
 use veto_store::{
     NewSubjectRequest, Outcome, RequestFilter, RequestKind, RequestRefused, RequestVia,
     SubjectRequest,
@@ -33,10 +34,6 @@ pub(super) fn routes() -> Router<AppState> {
 const SHOWN: i64 = 500;
 /// Fewer days left than this: "due soon".
 const SOON_DAYS: i64 = 7;
-
-fn date(t: Timestamp) -> String {
-    t.strftime("%-d %b %Y").to_string()
-}
 
 /// The deadline in words, with a badge class: never by colour alone.
 fn deadline_of(r: &SubjectRequest, now: Timestamp) -> Value {
@@ -68,7 +65,7 @@ fn deadline_of(r: &SubjectRequest, now: Timestamp) -> Value {
         ),
         None => ("ok", format!("{days} days left")),
     };
-    json!({"badge": badge, "text": text, "date": date(r.deadline()), "days_left": days})
+    json!({"badge": badge, "text": text, "date": describe::day(r.deadline()), "days_left": days})
 }
 
 fn status_text(r: &SubjectRequest) -> &'static str {
@@ -193,10 +190,10 @@ pub(super) async fn show(
         "via": r.via.as_str().replace('_', " "),
         "note": r.note,
         "received": show_time(r.received_at),
-        "first_due": date(r.due_at),
+        "first_due": describe::day(r.due_at),
         "deadline": deadline_of(&r, now),
         "status": status_text(&r),
-        "extension": r.extension.as_ref().map(|e| json!({"date": date(e.due_at), "reason": e.reason, "at": show_time(e.at), "by": e.by})),
+        "extension": r.extension.as_ref().map(|e| json!({"date": describe::day(e.due_at), "reason": e.reason, "at": show_time(e.at), "by": e.by})),
         "identity": r.identity.as_ref().map(|i| json!({"at": show_time(i.at), "by": i.by, "how": i.how})),
         "answer": r.answer.as_ref().map(|a| json!({"at": show_time(a.at), "by": a.by, "outcome": outcome, "reason": refusal})),
         "created_by": r.created_by,
@@ -215,7 +212,7 @@ pub(super) async fn show(
             "may_answer": open && may("/requests/{id}/answer"),
             "needs_check": r.identity.is_none(),
             "latest_extension": latest.strftime("%Y-%m-%d").to_string(),
-            "latest_extension_text": date(latest),
+            "latest_extension_text": describe::day(latest),
         }),
     )
 }
@@ -322,7 +319,7 @@ pub(super) async fn create(
             r.id,
             kind.as_str(),
             kind.article(),
-            date(r.due_at)
+            describe::day(r.due_at)
         ),
     ))
 }
@@ -449,7 +446,7 @@ pub(super) async fn extend(
         &back,
         format!(
             "Extended request {id} to {}. Tell the person of the extension and its reason within the first month.",
-            date(r.deadline())
+            describe::day(r.deadline())
         ),
     ))
 }
