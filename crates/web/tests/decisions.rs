@@ -125,6 +125,17 @@ async fn calls_are_screened_against_the_tps_with_its_28_days() {
         assert_eq!(d[1]["screening"]["listed_on"], json!(["tps"]), "{db}");
         // Listed 27 days ago: the 28 days of grace have not run out.
         assert_eq!(d[2]["allowed"], true, "{db}: {res}");
+        // Asked about by address: screened against the number veto holds for them.
+        assert_eq!(
+            d[2]["screening"]["listed_on"],
+            json!(["tps"]),
+            "{db}: {res}"
+        );
+        assert_eq!(
+            d[2]["contacts"].as_array().map(Vec::len),
+            Some(1),
+            "{db}: {res}"
+        );
         // Listed, but told the organisation they agree to calls.
         assert_eq!(
             (&d[3]["allowed"], &d[3]["rule"]),

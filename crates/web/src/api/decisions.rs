@@ -132,13 +132,9 @@ pub(crate) async fn decide(
     let store = state.store();
     let mut decisions = Vec::with_capacity(people.len());
     for (given, who) in people {
-        let contacts: Vec<i64> = match &who {
-            Who::Email(e) => store
-                .find_contact(e)
-                .await?
-                .map(|c| c.id)
-                .into_iter()
-                .collect(),
+        let mut contacts: Vec<i64> = match &who {
+            // `load_state` below finds the person and their state at once.
+            Who::Email(_) => Vec::new(),
             Who::Phone(p) => store
                 .contacts_with_phone(p)
                 .await?
@@ -153,18 +149,30 @@ pub(crate) async fn decide(
                 .into_iter()
                 .collect(),
         };
-        // Each contact's state; an unknown person (or an erased address,
-        // which the suppression list still knows) is asked about as such.
+        // Each contact's state; a person asked about by address, an unknown
+        // one (or an erased address, which the suppression list still
+        // knows) is asked about as such.
         let mut states: Vec<(Option<i64>, ConsentState, Option<PhoneNumber>)> = Vec::new();
+        // The contact `load_state` found by address, listed after the loop.
+        let mut by_address = None;
         if contacts.is_empty() {
             let (found, s) = match &who {
                 Who::Email(e) => store.load_state(e, now).await?,
                 _ => (None, ConsentState::default()),
             };
-            let phone = match &who {
-                Who::Phone(p) => Some(p.clone()),
+            let phone = match (&who, found) {
+                (Who::Phone(p), _) => Some(p.clone()),
+                // Their number matters only to a call.
+                (Who::Email(_), Some(id)) if channel == Channel::Phone => store
+                    .contact(id)
+                    .await?
+                    .and_then(|c| c.phone)
+                    .and_then(|p| PhoneNumber::parse(&p).ok()),
                 _ => None,
             };
+            if matches!(who, Who::Email(_)) {
+                by_address = found.map(|c| c.0);
+            }
             states.push((found.map(|c| c.0), s, phone));
         }
         for id in &contacts {
@@ -181,6 +189,7 @@ pub(crate) async fn decide(
             };
             states.push((Some(*id), s, phone));
         }
+        contacts.extend(by_address);
         // The first refusal decides (every contact holding the number must
         // be callable); otherwise the first allowance.
         let mut chosen: Option<(Decision, Option<ScreeningOut>)> = None;
