@@ -95,6 +95,10 @@ async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Sessions that ended are collected here rather than
+                    // awaited: a wake-up of this loop per ended session
+                    // costs more than the bookkeeping.
+                    while sessions.try_join_next().is_some() {}
                     let _ = stream.set_nodelay(true);
                     match gateway.connections.admit(peer.ip()) {
                         Ok(permit) => {
@@ -125,7 +129,6 @@ async fn serve(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
         }
     }
     drop(listener);

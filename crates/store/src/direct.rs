@@ -320,11 +320,15 @@ impl Conn {
         if rc != ffi::SQLITE_OK {
             return Err(conn.error(rc, "open"));
         }
-        // The same settings as sqlx's connections (lib.rs `open_sqlite`);
-        // memory-mapped reads save a copy and a system call per page.
+        // The same settings as sqlx's connections (lib.rs `open_sqlite`),
+        // without memory-mapped reads: in WAL mode a read transaction that
+        // finds the log changed since the connection's last one (here: after
+        // nearly every receipt commit) drops its page cache and unmaps the
+        // whole file, and the munmap, its TLB shoot-downs and the page faults
+        // after it cost more than reading the few pages a lookup needs.
         conn.exec(
             "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
-             PRAGMA cache_size = -65536; PRAGMA mmap_size = 1073741824;",
+             PRAGMA cache_size = -65536; PRAGMA mmap_size = 0;",
         )?;
         Ok(conn)
     }

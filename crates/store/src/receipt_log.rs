@@ -13,6 +13,13 @@ use crate::{Delivery, Result, Store, StoreError};
 /// Most deliveries in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// On SQLite, commits start at most this often. Each commit makes every
+/// reader connection drop its page cache (the log changed), writes the tail
+/// pages of the receipts' tables and indexes once more, and costs an fsync;
+/// under load, a delivery that waits a moment for the next group costs less
+/// than all that. When commits are rarer than this, none waits.
+const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(3);
+
 /// How long relayed copies are remembered: longer than any tool keeps
 /// retrying a message (RFC 5321 §4.5.4.1 suggests giving up after 4–5 days).
 pub const RELAY_MEMORY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -106,7 +113,14 @@ async fn commit_on_runtime(store: Store, mut rx: mpsc::Receiver<(Delivery, Done)
 /// The SQLite committer: blocking, on its own thread and connection.
 fn commit_on_thread(mut conn: crate::direct::Conn, mut rx: mpsc::Receiver<(Delivery, Done)>) {
     let mut pruned_at = std::time::Instant::now();
+    let mut last_commit: Option<std::time::Instant> = None;
     while let Some(first) = rx.blocking_recv() {
+        if let Some(since) = last_commit.map(|at| at.elapsed())
+            && since < MIN_COMMIT_INTERVAL
+        {
+            std::thread::sleep(MIN_COMMIT_INTERVAL - since);
+        }
+        last_commit = Some(std::time::Instant::now());
         let (deliveries, done) = group(first, &mut rx);
         let now = Timestamp::now().as_microsecond();
         let started = std::time::Instant::now();

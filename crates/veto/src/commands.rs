@@ -394,10 +394,18 @@ impl Serving {
         // Webhooks: the requests in flight finish (or time out), then it stops.
         let telling = webhooks.run(stop_rx.clone());
         let smtp = veto_gateway::listen(smtp, gateway, stopped(stop_rx));
-        let (web, (), (), (), (), ()) = tokio::join!(web, smtp, inbound, sending, purging, telling);
+        // The listeners run as tasks on the runtime's workers: polled on
+        // this thread (block_on), every accepted connection would cost a
+        // wake-up of this thread and a hand-over of its session to a worker.
+        let (web, smtp, inbound) = (tokio::spawn(web), tokio::spawn(smtp), tokio::spawn(inbound));
+        let (web, smtp, inbound, (), (), ()) =
+            tokio::join!(web, smtp, inbound, sending, purging, telling);
         signal.abort();
         app.store.close().await;
-        web.context("the web server failed")?;
+        smtp.context("the SMTP gateway failed")?;
+        inbound.context("the inbound SMTP listener failed")?;
+        web.context("the web server failed")?
+            .context("the web server failed")?;
         eprintln!("veto: stopped");
         Ok(ExitCode::SUCCESS)
     }
