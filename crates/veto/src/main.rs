@@ -251,6 +251,11 @@ enum AuditCmd {
     },
 }
 
+/// mimalloc rather than glibc's malloc: fewer cycles per allocation on the
+/// gateway's hot path (each session allocates its lines, copy and receipt).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
