@@ -211,6 +211,31 @@ impl Site {
             .unwrap_or_default()
     }
 
+    /// The first column of a query's rows, read from the store's SQLite
+    /// file with python3's sqlite3, as text.
+    #[track_caller]
+    fn column(&self, sql: &str) -> Vec<String> {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys\n\
+                 for row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):\n    print(row[0])\n",
+            ])
+            .arg(self.db())
+            .arg(sql)
+            .output()
+            .expect("python3 (with its sqlite3 module) is needed to read the store");
+        assert!(
+            out.status.success(),
+            "python3 failed on {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Runs one SQL statement on the store's SQLite file, behind veto's back.
     #[track_caller]
     fn tamper(&self, sql: &str) {
@@ -1804,16 +1829,36 @@ fn requests_are_added_checked_extended_answered_and_listed_with_their_deadlines(
         .veto(&["requests", "list", "--status", "all", "--json"])
         .succeeds()
         .json();
+    let rows = v.as_array().expect("a list");
+    assert_eq!(rows.len(), 2, "{v:#}");
     assert_eq!(
         v[1]["email"],
         Value::Null,
         "the erasure blanked the address: {v:#}"
     );
     assert_eq!(v[0]["email"], Value::Null, "{v:#}");
+    for row in rows {
+        assert!(row["answered_at"].is_string(), "{v:#}");
+    }
     site.veto(&["requests", "list"])
         .succeeds()
         .stdout_has("no requests");
 
-    // Each change is in the staff audit trail, as the CLI's.
+    // Each change is in the staff audit trail, as the CLI's, and the trail verifies.
+    assert_eq!(
+        site.column(
+            "SELECT action || ' ' || target FROM staff_audit \
+             WHERE action LIKE 'requests.%' ORDER BY seq"
+        ),
+        [
+            "requests.create request:1",
+            "requests.create request:2",
+            "requests.identity_checked request:1",
+            "requests.extend request:1",
+            "requests.identity_checked request:2",
+            "requests.answer request:2",
+            "requests.answer request:1",
+        ]
+    );
     site.veto(&["audit", "verify"]).succeeds().stdout_has("ok");
 }

@@ -508,7 +508,11 @@ fn demo_seeds_once_serves_and_the_guard_decides_who_gets_mail() {
     // The overdue erasure request.
     let (status, page) = admin_page(&base, admin, "/admin/requests");
     assert_eq!(status, 200);
-    assert!(page.contains("overdue"), "{page}");
+    assert!(
+        page.contains("<p class=\"big\">1</p><p>overdue"),
+        "one request overdue: {page}"
+    );
+    assert!(page.contains("badge bad\">overdue by"), "{page}");
 
     // A second run: nothing seeded again, the same passwords printed.
     sigterm_and_wait(&mut demo.server);

@@ -354,8 +354,24 @@ async fn every_page(browser: &Browser, app: &TestApp, name: &str) {
             !title.starts_with("Not found") && !title.starts_with("Something went wrong"),
             "{name}: {href} is {title:?}"
         );
+        // Not sent elsewhere (e.g. to sign in again) on the way.
+        let at = browser.url().await;
+        assert!(
+            at.ends_with(&href) || at.contains(&format!("{href}?")),
+            "{name}: {href} ended at {at}"
+        );
         let h1 = browser.text("h1").await;
         assert!(!h1.is_empty(), "{name}: {href} has no heading");
+        // None of the admin error page's headings (render.rs AdminError).
+        for error in [
+            "Not found",
+            "That did not work",
+            "Not allowed",
+            "Try again",
+            "Something went wrong",
+        ] {
+            assert_ne!(h1, error, "{name}: {href} is an error page");
+        }
         browser
             .assert_accessible(&format!("admin {href} as {name}"))
             .await;

@@ -433,7 +433,12 @@ async fn an_admin_manages_staff_users_but_cannot_lock_themselves_out() {
         let ada = sign_in(&app, "ada", Role::Admin).await;
         let page = ada.get("/admin/users").await;
         assert_eq!(page.status, 200, "{db}");
-        assert!(page.body.contains("ada"), "{db}");
+        assert!(
+            page.body
+                .contains("<td>ada <span class=\"quiet\">(you)</span></td>"),
+            "{db}: ada's row: {}",
+            page.body
+        );
         assert!(page.body.contains("at least 12 characters"), "{db}");
 
         // Bad input: the message, no user.

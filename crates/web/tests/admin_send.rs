@@ -461,8 +461,10 @@ async fn the_outbox_opens_only_its_own_messages() {
             let res = vi.get(&format!("/admin/outbox/{bad}")).await;
             assert_eq!(res.status, 404, "{db} {bad}: {}", res.body);
         }
+        // The HTTP client resolves the dots itself (this asks for /veto.db):
+        // the encoded forms above are the ones that reach the outbox route.
         let res = vi.get("/admin/outbox/../../veto.db").await;
-        assert_ne!(res.status, 200, "{db}");
+        assert_eq!(res.status, 404, "{db}: {}", res.body);
         assert_eq!(vi.get("/admin/outbox?page=0").await.status, 400, "{db}");
         assert!(
             vi.get("/admin/outbox?page=2")

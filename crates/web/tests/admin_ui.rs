@@ -221,6 +221,11 @@ async fn each_role_sees_the_pages_the_role_table_allows_it() {
             .get(CONTENT_SECURITY_POLICY)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
+        assert!(
+            csp.contains("default-src 'none'"),
+            "{db}: /p ({}) has the customer pages' policy: {csp:?}",
+            page.status
+        );
         assert!(!csp.contains("script-src"), "{db}: {csp}");
         app.close().await;
     }

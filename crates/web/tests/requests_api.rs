@@ -299,12 +299,14 @@ async fn an_erasure_request_is_done_only_after_the_erasure() {
             json!({"kind": "erasure", "email": JO, "via": "email"}),
         )
         .await;
-        app.post(
-            &path(&r, "/identity-checked"),
-            Some(&key),
-            &json!({"how": "replied"}),
-        )
-        .await;
+        let (status, checked) = app
+            .post(
+                &path(&r, "/identity-checked"),
+                Some(&key),
+                &json!({"how": "replied"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{db}: {checked}");
         let (status, e) = app
             .post(
                 &path(&r, "/answer"),

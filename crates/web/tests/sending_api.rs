@@ -162,12 +162,14 @@ async fn a_marketer_creates_previews_tests_sends_pauses_resumes_and_cancels_thro
         assert_eq!(done["rates"]["complaint_limit"], 0.001, "{done}");
         assert_eq!(done["rates"]["hard_bounce_limit"], 0.05, "{done}");
         // Maildir names need not sort in sending order: leave out the test by its subject.
-        let got: BTreeSet<String> = app
+        let copies: Vec<String> = app
             .sent()
             .iter()
             .filter(|s| !header(s, "Subject").is_some_and(|v| v.starts_with("[TEST]")))
             .map(|s| to_of(s))
             .collect();
+        assert_eq!(copies.len(), 2, "one copy each, no more: {copies:?}");
+        let got: BTreeSet<String> = copies.into_iter().collect();
         assert_eq!(
             got,
             BTreeSet::from(["ann@example.com".to_owned(), "bob@example.com".to_owned()])
