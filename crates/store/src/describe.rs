@@ -180,7 +180,7 @@ fn capitalise(s: &str) -> String {
 }
 
 /// "2026-03-12 14:05 UTC", as the command line writes times.
-fn iso_when(t: Timestamp) -> String {
+pub fn iso_when(t: Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M UTC").to_string()
 }
 

@@ -311,7 +311,8 @@ pub const MAX_REQUEST_TEXT: usize = 2000;
 
 // ---- the deadline arithmetic ----
 
-pub(crate) fn utc_date(t: Timestamp) -> Date {
+/// The calendar day (UTC) of `t`: deadlines are counted in whole UTC days.
+pub fn utc_date(t: Timestamp) -> Date {
     t.to_zoned_datetime(TimeZone::UTC).date()
 }
 

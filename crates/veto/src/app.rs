@@ -387,16 +387,21 @@ pub fn transport(app: &App) -> Result<std::sync::Arc<dyn veto_sender::Transport>
 /// The maildir copies go to, when delivery is to a maildir.
 pub fn outbox_dir(config: &Config) -> Option<std::path::PathBuf> {
     match config.delivery.upstream {
-        config::Upstream::Maildir => Some(config.store.data_dir.join("outbox")),
+        config::Upstream::Maildir => Some(outbox_path(config)),
         config::Upstream::Smtp { .. } => None,
     }
+}
+
+/// Where the maildir delivery writes: `outbox` in the data directory.
+pub fn outbox_path(config: &Config) -> std::path::PathBuf {
+    config.store.data_dir.join("outbox")
 }
 
 fn make_transport(config: &Config) -> Result<std::sync::Arc<dyn veto_sender::Transport>> {
     let d = &config.delivery;
     match &d.upstream {
         config::Upstream::Maildir => {
-            let outbox = config.store.data_dir.join("outbox");
+            let outbox = outbox_path(config);
             let maildir = veto_sender::Maildir::open(&outbox)
                 .with_context(|| format!("cannot create the outbox {}", outbox.display()))?;
             Ok(std::sync::Arc::new(veto_sender::MaildirTransport::new(

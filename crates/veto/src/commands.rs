@@ -87,9 +87,8 @@ fn parse_email(s: &str) -> Result<EmailAddress> {
     EmailAddress::parse(s).map_err(|e| anyhow!("{s:?} is not a usable email address: {e}"))
 }
 
-fn when(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%d %H:%M UTC").to_string()
-}
+/// Times as the command line writes them (and the ledger's timeline).
+use veto_store::describe::iso_when as when;
 
 // ---- init and check ---------------------------------------------------------------
 

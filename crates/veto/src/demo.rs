@@ -946,7 +946,7 @@ async fn print_block(
         .ok_or_else(|| anyhow!("the demo topic {DEMO_TOPIC} is missing"))?;
     let links = veto_web::links(&keys, url, contact.id, Some(topic.id.0))?;
     let all = veto_web::links(&keys, url, contact.id, None)?;
-    let outbox = app.config.store.data_dir.join("outbox").join("new");
+    let outbox = app::outbox_path(&app.config).join("new");
     let config_arg = format!("--config {}", dir.join(config::DEFAULT_FILE).display());
     let smtp = serving.smtp_addr;
     let (admitted, refused): (Vec<&Star>, Vec<&Star>) = STARS.iter().partition(|s| s.admitted);

@@ -338,13 +338,20 @@ pub(super) async fn show(
 ) -> Result<Response, AdminError> {
     staff.require("GET", "/campaigns/{id}")?;
     let id = id_of(&id)?;
-    let c = campaign_of(&state, id).await?;
-    let store = state.store();
-    let p = store.campaign_progress(id).await?;
-    let feedback = store.campaign_feedback(id).await?;
-    let rates = match state.campaigns() {
-        Some(s) => Some(s.status(id).await.map_err(campaign_error)?.rates),
-        None => None,
+    // With a sender, its status holds the campaign, progress, feedback and
+    // rates, read once; without one, the store's own reads.
+    let (c, p, feedback, rates) = match state.campaigns() {
+        Some(sender) => {
+            let s = sender.status(id).await.map_err(campaign_error)?;
+            (s.campaign, s.progress, s.feedback, Some(s.rates))
+        }
+        None => {
+            let c = campaign_of(&state, id).await?;
+            let store = state.store();
+            let p = store.campaign_progress(id).await?;
+            let feedback = store.campaign_feedback(id).await?;
+            (c, p, feedback, None)
+        }
     };
     let may_run = staff.may("POST", "/campaigns/{id}/{action}") && state.campaigns().is_some();
     let may_preview = staff.may("POST", "/campaigns/{id}/preview") && state.campaigns().is_some();

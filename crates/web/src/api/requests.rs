@@ -125,10 +125,7 @@ impl RequestOut {
             note: r.note.clone(),
             received_at: r.received_at.to_string(),
             due_at: deadline.to_string(),
-            due_on: deadline
-                .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-                .date()
-                .to_string(),
+            due_on: veto_store::utc_date(deadline).to_string(),
             days_left: r.days_left(now),
             overdue: r.is_overdue(now),
             first_due_at: r.due_at.to_string(),
@@ -327,17 +324,8 @@ pub(crate) async fn create(
             "received_at is in the future: when did the request arrive?",
         ));
     }
-    let store = state.store();
-    if let Some(c) = contact
-        && store.contact(c).await?.is_none()
-    {
-        return Err(ApiError::invalid(
-            "contact_id",
-            "unknown_contact",
-            format!("there is no contact {}", c.0),
-        ));
-    }
-    let r = store
+    let created = state
+        .store()
         .create_request(NewSubjectRequest {
             kind,
             contact,
@@ -347,7 +335,18 @@ pub(crate) async fn create(
             received_at,
             actor: caller.actor(),
         })
-        .await?;
+        .await;
+    let r = match (created, contact) {
+        // The store looks the contact up (and refuses an unknown one).
+        (Err(veto_store::StoreError::NotFound(_)), Some(c)) => {
+            return Err(ApiError::invalid(
+                "contact_id",
+                "unknown_contact",
+                format!("there is no contact {}", c.0),
+            ));
+        }
+        (created, _) => created?,
+    };
     tracing::info!(request = r.id, kind = kind.as_str(), by = %caller.actor(), "data-subject request recorded");
     Ok(Audited(
         // The address stays out of the trail: it is personal data.
