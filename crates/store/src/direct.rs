@@ -110,19 +110,45 @@ impl Direct {
         message_key: &str,
         since: Timestamp,
     ) -> Result<Vec<String>> {
+        self.read(|c| relayed_in(c, message_key, since))
+    }
+
+    /// [`Direct::relayed_recipients`] and [`Direct::load_state`] in one read
+    /// transaction: one read lock, and one look at whether the log changed,
+    /// for the two.
+    pub(crate) fn relayed_and_state(
+        &self,
+        message_key: &str,
+        since: Timestamp,
+        email_key: &str,
+        addr_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<(Vec<String>, crate::GuardState)> {
         self.read(|c| {
-            let mut q = c.stmt(
-                "SELECT recipient FROM relayed WHERE message_key = ?1 AND relayed_at >= ?2",
-            )?;
-            q.bind_text(1, message_key)?;
-            q.bind_i64(2, since.as_microsecond())?;
-            let mut out = Vec::new();
-            while q.step()? {
-                out.push(q.text(0).unwrap_or_default().to_owned());
+            c.exec_cached("BEGIN")?;
+            let out = relayed_in(c, message_key, since)
+                .and_then(|relayed| Ok((relayed, load_state_in(c, email_key, addr_hash, now)?)));
+            match out {
+                Ok(out) => c.exec_cached("COMMIT").map(|()| out),
+                Err(e) => {
+                    let _ = c.exec_cached("ROLLBACK");
+                    Err(e)
+                }
             }
-            Ok(out)
         })
     }
+}
+
+fn relayed_in(c: &mut Conn, message_key: &str, since: Timestamp) -> Result<Vec<String>> {
+    let mut q =
+        c.stmt("SELECT recipient FROM relayed WHERE message_key = ?1 AND relayed_at >= ?2")?;
+    q.bind_text(1, message_key)?;
+    q.bind_i64(2, since.as_microsecond())?;
+    let mut out = Vec::new();
+    while q.step()? {
+        out.push(q.text(0).unwrap_or_default().to_owned());
+    }
+    Ok(out)
 }
 
 fn load_state_in(

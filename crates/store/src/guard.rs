@@ -100,6 +100,32 @@ impl Guard {
         Ok(self.decide(to, contact, &state, class, channel, now))
     }
 
+    /// [`Guard::admit`] for `to`, together with the recipients of
+    /// `message_key` that upstream accepted since `since` (the copies an
+    /// earlier attempt of the same message delivered), read at the same
+    /// moment: one read of the store for the gateway's first copy.
+    pub async fn admit_with_relayed(
+        &self,
+        message_key: &str,
+        since: Timestamp,
+        to: &EmailAddress,
+        class: GuardClass<'_>,
+        channel: Channel,
+    ) -> Result<(
+        Vec<String>,
+        std::result::Result<Admitted, (Option<ContactId>, Refusal)>,
+    )> {
+        let now = Timestamp::now();
+        let (relayed, (contact, state)) = self
+            .store
+            .relayed_and_state(message_key, since, to, now)
+            .await?;
+        Ok((
+            relayed,
+            self.decide(to, contact, &state, class, channel, now),
+        ))
+    }
+
     /// [`Guard::admit`] for several recipients of one message, with one read
     /// of the store (the campaign sender checks a handful at once,
     /// immediately before handing them off). The answers are in order.

@@ -84,6 +84,10 @@ pub enum Store {
 }
 
 /// Calls the same function on whichever backend this store is.
+/// A recipient's contact (when veto knows the address) and consent state,
+/// as the guard reads them.
+pub type GuardState = (Option<ContactId>, ConsentState);
+
 macro_rules! dispatch {
     ($self:expr, $f:ident ( $($arg:expr),* )) => {
         match $self {
@@ -439,6 +443,22 @@ impl Store {
         since: Timestamp,
     ) -> Result<Vec<String>> {
         dispatch!(self, relayed_recipients(message_key, since))
+    }
+
+    /// [`Store::relayed_recipients`] and [`Store::load_state`] of `email`,
+    /// read at one moment (on SQLite, in one read transaction): the
+    /// gateway's end of DATA needs both for the first copy of a message.
+    pub async fn relayed_and_state(
+        &self,
+        message_key: &str,
+        since: Timestamp,
+        email: &EmailAddress,
+        now: Timestamp,
+    ) -> Result<(Vec<String>, crate::GuardState)> {
+        let started = std::time::Instant::now();
+        let out = dispatch!(self, relayed_and_state(message_key, since, email, now));
+        metrics::observe(metrics::Op::GuardRead, started.elapsed());
+        out
     }
 
     /// Forgets relayed copies and service volume older than `before`.

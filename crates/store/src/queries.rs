@@ -1893,6 +1893,23 @@ pub(crate) async fn relayed_recipients(b: &Backend, message_key: &str, since: Ti
         .await?)
 }
 
+/// `relayed_recipients` and `load_state`, read at one moment (one read
+/// transaction on SQLite's direct path).
+pub(crate) async fn relayed_and_state(
+    b: &Backend,
+    message_key: &str,
+    since: Timestamp,
+    email: &EmailAddress,
+    now: Timestamp,
+) -> Result<(Vec<String>, crate::GuardState)> {
+    if let Some(direct) = &b.direct {
+        let skey = suppression_key(b).await?;
+        return direct.relayed_and_state(message_key, since, email.key(), &addr_hash(&skey, email.key()), now);
+    }
+    let relayed = relayed_recipients(b, message_key, since).await?;
+    Ok((relayed, load_state(b, email, now).await?))
+}
+
 pub(crate) async fn prune_relayed(b: &Backend, before: Timestamp) -> Result<u64> {
     let done = sqlx::query("DELETE FROM relayed WHERE relayed_at < $1")
         .bind(before.as_microsecond())

@@ -836,6 +836,34 @@ async fn relayed_copies_service_volume_and_approvals() {
                 .is_empty()
         );
         let since = now - std::time::Duration::from_secs(60);
+        // Read together (the gateway's end of DATA): the same relay memory
+        // and the same consent state as the two reads on their own.
+        ts.add_topics().await;
+        let a = addr("a@example.com");
+        let grant = Append {
+            contact: ContactInput::new(a.clone()),
+            event: Ev::grant("news").days_ago(2).to_new_event(),
+            evidence: Evidence::default(),
+            actor: "form".into(),
+        };
+        ts.store.append(vec![grant], false).await.unwrap();
+        let (mut together, (contact, state)) = ts
+            .store
+            .relayed_and_state("<m1@example.com>", since, &a, now)
+            .await
+            .unwrap();
+        together.sort();
+        assert_eq!(together, relayed, "[{}]", ts.name);
+        let alone = ts.store.load_state(&a, now).await.unwrap();
+        assert!(contact.is_some(), "[{}]", ts.name);
+        assert_eq!((contact, &state), (alone.0, &alone.1), "[{}]", ts.name);
+        assert_eq!(state.facts.len(), 1, "[{}] {state:?}", ts.name);
+        let (none, (nobody, _)) = ts
+            .store
+            .relayed_and_state("<m2@example.com>", since, &addr("x@example.com"), now)
+            .await
+            .unwrap();
+        assert!(none.is_empty() && nobody.is_none(), "[{}]", ts.name);
         assert_eq!(
             ts.store
                 .service_volume("api-key:veto_svc", since)
