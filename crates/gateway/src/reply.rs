@@ -109,6 +109,9 @@ pub enum Fail {
     Upstream(String),
     #[error("DKIM: {0}")]
     Dkim(#[from] DkimError),
+    /// The copy's signing did not finish (its task panicked or was cancelled).
+    #[error("signing the copy did not finish: {0}")]
+    Signing(String),
 }
 
 impl From<veto_sender::copy::CopyError> for Fail {
@@ -149,7 +152,9 @@ impl Fail {
             Fail::Upstream(_) => Reply::new(451, "4.4.1", text),
             // The message itself cannot be signed (e.g. no single From).
             Fail::Dkim(DkimError::Message(_)) => Reply::new(554, "5.6.0", text),
-            Fail::Dkim(_) => Reply::new(451, "4.3.0", "temporary failure signing the message"),
+            Fail::Dkim(_) | Fail::Signing(_) => {
+                Reply::new(451, "4.3.0", "temporary failure signing the message")
+            }
         }
     }
 }

@@ -370,7 +370,9 @@ pub fn gateway(app: &App) -> Result<std::sync::Arc<veto_gateway::Gateway>> {
     Ok(veto_gateway::Gateway::new(
         gateway_config(&app.config)?,
         guard,
-        transport(app)?,
+        // A pool of its own: its connections live on the SMTP thread's
+        // runtime (`smtp_thread.rs`), the shared one's on the main runtime.
+        make_transport(&app.config)?,
     ))
 }
 

@@ -18,6 +18,7 @@ use veto_store::{Append, AppendOutcome, ContactInput, Evidence, NewTopic, Store}
 
 use crate::app::{self, App};
 use crate::import::{self, Format, Known, Options};
+use crate::smtp_thread::SmtpThread;
 use crate::{
     AuditCmd, Cli, Command, ImportArgs, ImportCmd, KeysCmd, TopicsCmd, UsersCmd, WhyArgs,
     WordingsCmd, config,
@@ -337,8 +338,9 @@ impl Serving {
         })
     }
 
-    /// Serves until SIGTERM or Ctrl-C (or the web server failing), then
-    /// lets the work in flight finish and closes the store.
+    /// Serves until SIGTERM or Ctrl-C (or the web server or the SMTP
+    /// listeners failing), then lets the work in flight finish and closes
+    /// the store.
     pub async fn run(self) -> Result<ExitCode> {
         let Serving {
             app,
@@ -352,7 +354,7 @@ impl Serving {
             inbound,
             ..
         } = self;
-        // One stop for all servers: SIGTERM / Ctrl-C, or the web server failing.
+        // One stop for all servers: SIGTERM / Ctrl-C, or a server failing.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stop_tx = std::sync::Arc::new(stop_tx);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -374,15 +376,6 @@ impl Serving {
                 result
             }
         };
-        let inbound = {
-            let gateway = std::sync::Arc::clone(&gateway);
-            let until = stopped(stop_rx.clone());
-            async move {
-                if let Some(listener) = inbound {
-                    veto_gateway::listen_inbound(listener, gateway, until).await;
-                }
-            }
-        };
         // Campaigns: the chunk in hand finishes, then the sender stops.
         let sending = std::sync::Arc::clone(&campaigns).run(stop_rx.clone());
         let purging = crate::ops::purge_daily(
@@ -392,17 +385,29 @@ impl Serving {
         );
         // Webhooks: the requests in flight finish (or time out), then it stops.
         let telling = webhooks.run(stop_rx.clone());
-        let smtp = veto_gateway::listen(smtp, gateway, stopped(stop_rx));
-        // The listeners run as tasks on the runtime's workers: polled on
-        // this thread (block_on), every accepted connection would cost a
-        // wake-up of this thread and a hand-over of its session to a worker.
-        let (web, smtp, inbound) = (tokio::spawn(web), tokio::spawn(smtp), tokio::spawn(inbound));
-        let (web, smtp, inbound, (), (), ()) =
-            tokio::join!(web, smtp, inbound, sending, purging, telling);
+        // The SMTP listeners run on a thread of their own; the gateway
+        // failing stops everything, as the web server failing does.
+        let mut smtp_thread = SmtpThread::start(smtp, inbound, gateway, stop_rx)?;
+        let smtp = {
+            let stop_tx = std::sync::Arc::clone(&stop_tx);
+            async move {
+                let result = smtp_thread.stopped().await;
+                let _ = stop_tx.send(true);
+                (smtp_thread, result)
+            }
+        };
+        // The web server runs as a task on the runtime's workers: polled on
+        // this thread (block_on), every request would cost a wake-up of this
+        // thread and a hand-over to a worker.
+        let web = tokio::spawn(web);
+        let (web, (smtp_thread, smtp), (), (), ()) =
+            tokio::join!(web, smtp, sending, purging, telling);
         signal.abort();
         app.store.close().await;
-        smtp.context("the SMTP gateway failed")?;
-        inbound.context("the inbound SMTP listener failed")?;
+        // Only now: connections opened on the SMTP thread's runtime may have
+        // been in use until the store closed.
+        smtp_thread.finish().await?;
+        smtp?;
         web.context("the web server failed")?
             .context("the web server failed")?;
         eprintln!("veto: stopped");

@@ -2445,7 +2445,8 @@ ca_file = ""
 # SMTP AUTH (PLAIN or LOGIN) with the MTA; empty = none. The password is never printed; set it with VETO_DELIVERY__PASSWORD.
 username = ""
 password = ""
-# Most connections to the MTA open at once; they are reused for many messages.
+# Most connections to the MTA open at once, reused for many messages: the
+# gateway has this many of its own, and veto's own mail as many again.
 pool_size = 8
 # How long to wait for a connection to the MTA, and for each of its replies.
 connect_timeout = "10s"

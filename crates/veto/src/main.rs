@@ -10,6 +10,7 @@ mod dkim;
 mod import;
 mod ops;
 mod requests_cmd;
+mod smtp_thread;
 mod tls;
 mod tps_cmd;
 mod webhook_cmd;

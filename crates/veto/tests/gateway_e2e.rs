@@ -65,6 +65,43 @@ fn a_tool_sends_through_the_gateway_and_only_the_consenting_get_it() {
     if !e2e::enabled("end-to-end gateway test") {
         return;
     }
+    send_through_the_gateway(None);
+}
+
+/// The same on PostgreSQL: the gateway's thread and the web server share
+/// the store's connection pool, and `veto serve` still stops cleanly.
+#[test]
+fn a_tool_sends_through_the_gateway_on_postgresql() {
+    if !e2e::enabled("end-to-end gateway test on PostgreSQL") {
+        return;
+    }
+    let Some(url) = std::env::var("VETO_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        println!("skipped: the gateway on PostgreSQL (set VETO_TEST_POSTGRES_URL)");
+        return;
+    };
+    // A schema of its own (CI drops the veto_*test_* ones earlier runs left).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_nanos();
+    let schema = format!("veto_gateway_test_{}_{nanos}", std::process::id());
+    let made = Command::new("psql")
+        .args([url.as_str(), "-q", "-c", &format!("CREATE SCHEMA {schema}")])
+        .output()
+        .expect("run psql (postgresql-client)");
+    assert!(made.status.success(), "CREATE SCHEMA: {}", show(&made));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    send_through_the_gateway(Some(format!("{url}{sep}options=-csearch_path%3D{schema}")));
+}
+
+/// `swaks` sends one message to a consenting and a withdrawn recipient;
+/// exactly one copy goes out, its one-click unsubscribe works, and
+/// SIGTERM stops `veto serve` with success. `store`: a PostgreSQL URL, or
+/// SQLite in the data directory.
+fn send_through_the_gateway(store: Option<String>) {
     let swaks_found = Command::new("swaks")
         .arg("--version")
         .stdout(Stdio::null())
@@ -90,6 +127,7 @@ fn a_tool_sends_through_the_gateway_and_only_the_consenting_get_it() {
             "VETO_ORGANISATION__POSTAL_ADDRESS",
             "1 High Street, Exampletown".to_owned(),
         ),
+        ("VETO_STORE__URL", store.unwrap_or_default()),
     ];
     run(dir, &["init", "."], &env);
     run(
@@ -222,6 +260,17 @@ fn a_tool_sends_through_the_gateway_and_only_the_consenting_get_it() {
     );
     let why: serde_json::Value = serde_json::from_str(&why).expect("JSON from veto why");
     assert_eq!(why["decision"], "denied", "{why:#}");
+
+    let status = e2e::stop(&mut server);
+    let mut stderr = String::new();
+    if let Some(mut err) = server.0.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    assert!(
+        status.success(),
+        "veto serve exited with {status}:\n{stderr}"
+    );
+    assert!(stderr.contains("veto: stopped"), "{stderr}");
 }
 
 /// Python with a module importable, or a clear failure.

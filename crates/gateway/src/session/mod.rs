@@ -149,7 +149,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         self.flush().await?;
-        let _ = self.stream.shutdown().await;
+        // TLS ends with a close_notify. Plain TCP needs nothing more: the
+        // socket's close, when the session is dropped, sends the FIN (a
+        // shutdown first would be one more system call for every session).
+        if self.stream.is_tls() {
+            let _ = self.stream.shutdown().await;
+        }
         Ok(())
     }
 

@@ -81,6 +81,27 @@ pub fn wait_for_port(port: u16, server: &mut Server) {
     }
 }
 
+/// Stops `veto serve` with SIGTERM, as a service manager would; its exit
+/// status (within 20 seconds, or the test fails).
+pub fn stop(server: &mut Server) -> std::process::ExitStatus {
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", server.0.id())])
+        .status()
+        .expect("run sh");
+    assert!(status.success(), "kill -TERM failed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = server.0.try_wait().expect("wait for veto serve") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "veto serve still runs 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Whether the end-to-end tests are switched on; says so when they are not.
 pub fn enabled(what: &str) -> bool {
     if std::env::var_os(E2E_VAR).is_some_and(|v| v == "1") {
