@@ -83,11 +83,11 @@ pub enum Store {
     Postgres(postgres::Backend),
 }
 
-/// Calls the same function on whichever backend this store is.
 /// A recipient's contact (when veto knows the address) and consent state,
 /// as the guard reads them.
 pub type GuardState = (Option<ContactId>, ConsentState);
 
+/// Calls the same function on whichever backend this store is.
 macro_rules! dispatch {
     ($self:expr, $f:ident ( $($arg:expr),* )) => {
         match $self {

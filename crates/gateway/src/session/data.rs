@@ -470,8 +470,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// `contact`'s copy. Signing one with RSA-2048 takes about half a
-    /// millisecond: with DKIM, the copy is made on the blocking pool, so
+    /// `contact`'s copy. Signing one with RSA-2048 takes half a millisecond
+    /// or more: with DKIM, the copy is made on the blocking pool, so
     /// that the other sessions on the gateway's thread go on meanwhile and
     /// signing uses every core.
     async fn personal_copy(
