@@ -457,6 +457,8 @@ async fn the_outbox_opens_only_its_own_messages() {
             "new",
             "..%5C..%5Cveto.db",
             "no-such-message",
+            "a%00b",
+            &"x".repeat(300),
         ] {
             let res = vi.get(&format!("/admin/outbox/{bad}")).await;
             assert_eq!(res.status, 404, "{db} {bad}: {}", res.body);

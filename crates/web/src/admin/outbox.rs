@@ -172,24 +172,26 @@ pub(super) async fn list(
     )
 }
 
-/// The file called `name` in `cur/` or `new/`, if the directory lists one.
+/// The file called `name` in `cur/` or `new/`. Only a plain name counts
+/// (no `/`, no leading dot, no NUL), so nothing outside those two folders
+/// is reached; a symbolic link is not followed. Looked up directly: the
+/// outbox of a large campaign holds millions of files.
 fn find(dir: &FsPath, name: &str) -> std::io::Result<Option<PathBuf>> {
-    if name.starts_with('.') {
+    if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
         return Ok(None);
     }
-    // The same entries as the list, by name alone: no stat of every
-    // message, no sort (an outbox of a large campaign holds millions).
     for sub in ["cur", "new"] {
-        let rd = match std::fs::read_dir(dir.join(sub)) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+        let path = dir.join(sub).join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => return Ok(Some(path)),
+            Ok(_) => {}
+            // No such file, or a name too long to be one.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidFilename
+                ) => {}
             Err(e) => return Err(e),
-        };
-        for e in rd {
-            let e = e?;
-            if e.file_name() == name && e.file_type().is_ok_and(|t| t.is_file()) {
-                return Ok(Some(e.path()));
-            }
         }
     }
     Ok(None)
