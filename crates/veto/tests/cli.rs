@@ -211,52 +211,51 @@ impl Site {
             .unwrap_or_default()
     }
 
-    /// The first column of a query's rows, read from the store's SQLite
-    /// file with python3's sqlite3, as text.
+    /// Runs `script` with python3 (its sqlite3 module) on the store's SQLite
+    /// file and `sql` as arguments; what it printed.
     #[track_caller]
-    fn column(&self, sql: &str) -> Vec<String> {
+    fn python_on_store(&self, script: &str, sql: &str) -> String {
         let out = Command::new("python3")
-            .args([
-                "-c",
-                "import sqlite3, sys\n\
-                 for row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):\n    print(row[0])\n",
-            ])
+            .args(["-c", script])
             .arg(self.db())
             .arg(sql)
             .output()
-            .expect("python3 (with its sqlite3 module) is needed to read the store");
+            .expect(
+                "python3 (with its sqlite3 module) is needed to read and tamper with the store",
+            );
         assert!(
             out.status.success(),
             "python3 failed on {sql:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The first column of a query's rows, read from the store's SQLite
+    /// file, as text.
+    #[track_caller]
+    fn column(&self, sql: &str) -> Vec<String> {
+        self.python_on_store(
+            "import sqlite3, sys\n\
+             for row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):\n    print(row[0])\n",
+            sql,
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect()
     }
 
     /// Runs one SQL statement on the store's SQLite file, behind veto's back.
     #[track_caller]
     fn tamper(&self, sql: &str) {
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                "import sqlite3, sys\n\
-                 c = sqlite3.connect(sys.argv[1])\n\
-                 n = c.execute(sys.argv[2]).rowcount\n\
-                 c.commit()\n\
-                 c.close()\n\
-                 assert n == 1, f'{n} rows changed'\n",
-            ])
-            .arg(self.db())
-            .arg(sql)
-            .output()
-            .expect("python3 (with its sqlite3 module) is needed for the tamper tests");
-        assert!(
-            out.status.success(),
-            "python3 failed on {sql:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        self.python_on_store(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             n = c.execute(sys.argv[2]).rowcount\n\
+             c.commit()\n\
+             c.close()\n\
+             assert n == 1, f'{n} rows changed'\n",
+            sql,
         );
     }
 }

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -294,19 +294,8 @@ fn contacts(dir: &Path, env: &[(&str, String)]) -> String {
 }
 
 fn sigterm_and_wait(server: &mut Server) {
-    let status = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.0.try_wait().expect("wait").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "veto demo did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    e2e::sigterm(server);
+    e2e::wait_exit(server, Duration::from_secs(30));
 }
 
 #[test]

@@ -261,7 +261,8 @@ fn send_through_the_gateway(store: Option<String>) {
     let why: serde_json::Value = serde_json::from_str(&why).expect("JSON from veto why");
     assert_eq!(why["decision"], "denied", "{why:#}");
 
-    let status = e2e::stop(&mut server);
+    e2e::sigterm(&server);
+    let status = e2e::wait_exit(&mut server, Duration::from_secs(20));
     let mut stderr = String::new();
     if let Some(mut err) = server.0.stderr.take() {
         let _ = err.read_to_string(&mut stderr);

@@ -10,7 +10,7 @@
 
 mod e2e;
 
-use e2e::{Server, free_port, run, show, veto, wait_for_port};
+use e2e::{Server, free_port, run, show, sigterm, veto, wait_exit, wait_for_port};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -132,29 +132,6 @@ impl Site {
     fn audit_ok(&self) {
         let out = self.out(&["audit", "verify"]);
         assert!(out.status.success(), "audit verify: {}", show(&out));
-    }
-}
-
-fn sigterm(server: &Server) {
-    let status = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {}", server.0.id())])
-        .status()
-        .expect("run sh");
-    assert!(status.success(), "kill -TERM failed");
-}
-
-/// Waits for `veto serve` to exit; its status.
-fn wait_exit(server: &mut Server, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = server.0.try_wait().expect("wait for veto serve") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "veto serve still runs {within:?} after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

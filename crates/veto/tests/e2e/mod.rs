@@ -81,22 +81,25 @@ pub fn wait_for_port(port: u16, server: &mut Server) {
     }
 }
 
-/// Stops `veto serve` with SIGTERM, as a service manager would; its exit
-/// status (within 20 seconds, or the test fails).
-pub fn stop(server: &mut Server) -> std::process::ExitStatus {
+/// Sends SIGTERM to `veto serve` (or `veto demo`), as a service manager would.
+pub fn sigterm(server: &Server) {
     let status = Command::new("sh")
         .args(["-c", &format!("kill -TERM {}", server.0.id())])
         .status()
         .expect("run sh");
     assert!(status.success(), "kill -TERM failed");
-    let deadline = Instant::now() + Duration::from_secs(20);
+}
+
+/// Waits for the server to exit; its status (the test fails after `within`).
+pub fn wait_exit(server: &mut Server, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(status) = server.0.try_wait().expect("wait for veto serve") {
             return status;
         }
         assert!(
             Instant::now() < deadline,
-            "veto serve still runs 20 s after SIGTERM"
+            "veto serve still runs {within:?} after SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
