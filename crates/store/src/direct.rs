@@ -104,18 +104,10 @@ impl Direct {
         self.read(|c| load_state_in(c, email_key, addr_hash, now))
     }
 
-    /// The recipients of `message_key` relayed since `since`.
-    pub(crate) fn relayed_recipients(
-        &self,
-        message_key: &str,
-        since: Timestamp,
-    ) -> Result<Vec<String>> {
-        self.read(|c| relayed_in(c, message_key, since))
-    }
-
-    /// [`Direct::relayed_recipients`] and [`Direct::load_state`] in one read
-    /// transaction: one read lock, and one look at whether the log changed,
-    /// for the two.
+    /// The recipients of `message_key` relayed since `since` (as
+    /// `queries.rs`'s `relayed_recipients`) and [`Direct::load_state`], in
+    /// one read transaction: one read lock, and one look at whether the log
+    /// changed, for the two.
     pub(crate) fn relayed_and_state(
         &self,
         message_key: &str,

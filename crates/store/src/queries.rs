@@ -1883,9 +1883,7 @@ pub(crate) async fn confirm_signup(
 // ---- relay memory, service brake -------------------------------------------
 
 pub(crate) async fn relayed_recipients(b: &Backend, message_key: &str, since: Timestamp) -> Result<Vec<String>> {
-    if let Some(direct) = &b.direct {
-        return direct.relayed_recipients(message_key, since);
-    }
+    // The gateway reads it through `relayed_and_state`; this is for the rest.
     Ok(sqlx::query_scalar("SELECT recipient FROM relayed WHERE message_key = $1 AND relayed_at >= $2")
         .bind(message_key)
         .bind(since.as_microsecond())
