@@ -125,6 +125,7 @@ impl Mailer {
             event: None,
             checked_at: 0,
             outcome: None,
+            relayed_at: None,
         };
         match self.guard.admit(to, class, Channel::Email).await? {
             Err((contact, refusal)) => {

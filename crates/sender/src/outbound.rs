@@ -195,6 +195,7 @@ pub(crate) fn receipt_base(
         event: None,
         checked_at: 0,
         outcome: None,
+        relayed_at: None,
     }
 }
 

@@ -355,7 +355,6 @@ pub async fn send(
     store
         .record_deliveries(vec![Delivery {
             receipts,
-            relayed: Vec::new(),
             service: Some((req.actor.clone(), delivered)),
         }])
         .await?;

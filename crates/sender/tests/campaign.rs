@@ -415,6 +415,7 @@ async fn everyone_the_guard_admits_gets_their_own_message_and_a_receipt_with_tem
             event: None,
             checked_at: (Timestamp::now() - Duration::from_secs(86_400)).as_microsecond(),
             outcome: Some("250 ok".into()),
+            relayed_at: None,
         }])
         .await
         .unwrap();

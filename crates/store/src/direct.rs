@@ -133,12 +133,15 @@ impl Direct {
 
 fn relayed_in(c: &mut Conn, message_key: &str, since: Timestamp) -> Result<Vec<String>> {
     let mut q =
-        c.stmt("SELECT recipient FROM relayed WHERE message_key = ?1 AND relayed_at >= ?2")?;
+        c.stmt("SELECT recipient FROM receipts WHERE message_id = ?1 AND relayed_at >= ?2")?;
     q.bind_text(1, message_key)?;
     q.bind_i64(2, since.as_microsecond())?;
     let mut out = Vec::new();
     while q.step()? {
-        out.push(q.text(0).unwrap_or_default().to_owned());
+        // An erased recipient's receipt keeps no address: nothing to match.
+        if let Some(to) = q.text(0) {
+            out.push(to.to_owned());
+        }
     }
     Ok(out)
 }
@@ -245,18 +248,6 @@ pub(crate) fn record_deliveries(c: &mut Conn, deliveries: &[Delivery], now: i64)
 }
 
 fn record_in(c: &mut Conn, deliveries: &[Delivery], now: i64) -> Result<()> {
-    for r in deliveries.iter().flat_map(|d| &d.relayed) {
-        // A copy relayed again keeps its first record.
-        let mut q = c.stmt(
-            "INSERT INTO relayed (message_key, recipient, relayed_at, upstream_reply) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (message_key, recipient) DO NOTHING",
-        )?;
-        q.bind_text(1, &r.message_key)?;
-        q.bind_text(2, &r.recipient)?;
-        q.bind_i64(3, r.relayed_at.as_microsecond())?;
-        q.bind_text(4, &r.upstream_reply)?;
-        q.run()?;
-    }
     for (actor, recipients) in deliveries.iter().filter_map(|d| d.service.as_ref()) {
         let mut q =
             c.stmt("INSERT INTO service_volume (actor, sent_at, recipients) VALUES (?1, ?2, ?3)")?;
@@ -268,8 +259,8 @@ fn record_in(c: &mut Conn, deliveries: &[Delivery], now: i64) -> Result<()> {
     for r in deliveries.iter().flat_map(|d| &d.receipts) {
         let mut q = c.stmt(
             "INSERT INTO receipts (message_id, contact_id, recipient, subject, content_hash, template_version, class, channel, \
-             allowed, rule, reason, event_id, checked_at, outcome) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             allowed, rule, reason, event_id, checked_at, outcome, relayed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
         q.bind_text(1, &r.message_id)?;
         q.bind_opt_i64(2, r.contact)?;
@@ -285,6 +276,7 @@ fn record_in(c: &mut Conn, deliveries: &[Delivery], now: i64) -> Result<()> {
         q.bind_opt_i64(12, r.event)?;
         q.bind_i64(13, r.checked_at)?;
         q.bind_opt_text(14, r.outcome.as_deref())?;
+        q.bind_opt_i64(15, r.relayed_at)?;
         q.run()?;
     }
     Ok(())
@@ -293,7 +285,7 @@ fn record_in(c: &mut Conn, deliveries: &[Delivery], now: i64) -> Result<()> {
 /// Forgets relayed copies and service volume older than `before`.
 pub(crate) fn prune_relayed(c: &mut Conn, before: Timestamp) -> Result<u64> {
     let before = before.as_microsecond();
-    let mut q = c.stmt("DELETE FROM relayed WHERE relayed_at < ?1")?;
+    let mut q = c.stmt("UPDATE receipts SET relayed_at = NULL WHERE relayed_at < ?1")?;
     q.bind_i64(1, before)?;
     q.run()?;
     drop(q);

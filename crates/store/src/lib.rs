@@ -30,7 +30,7 @@ use veto_core::{
 };
 
 /// The schema version this build writes. A store with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 14;
+pub const SCHEMA_VERSION: i64 = 15;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -436,7 +436,8 @@ impl Store {
         done
     }
 
-    /// The recipients of `message_key` that upstream accepted since `since`.
+    /// The recipients of `message_key` that upstream accepted since `since`,
+    /// as their receipts say (once for each copy accepted).
     pub async fn relayed_recipients(
         &self,
         message_key: &str,
@@ -461,7 +462,8 @@ impl Store {
         out
     }
 
-    /// Forgets relayed copies and service volume older than `before`.
+    /// Forgets relayed copies (the receipts stay) and service volume older
+    /// than `before`.
     pub async fn prune_relayed(&self, before: Timestamp) -> Result<u64> {
         dispatch!(self, prune_relayed(before))
     }

@@ -149,21 +149,12 @@ pub struct KeySpec {
     pub owner: Option<String>,
 }
 
-/// A copy upstream accepted: remembered so a retry does not send it again.
-#[derive(Debug, Clone)]
-pub struct RelayedCopy {
-    /// The message's Message-ID.
-    pub message_key: String,
-    pub recipient: String,
-    pub relayed_at: Timestamp,
-    pub upstream_reply: String,
-}
-
 /// What one message's hand-off leaves behind, committed together.
 #[derive(Debug, Clone, Default)]
 pub struct Delivery {
+    /// A copy upstream accepted is remembered by its receipt
+    /// ([`NewReceipt::relayed_at`]).
     pub receipts: Vec<NewReceipt>,
-    pub relayed: Vec<RelayedCopy>,
     /// Service mail: who sent it, to how many recipients (the bulk brake counts it).
     pub service: Option<(String, i64)>,
 }
@@ -217,6 +208,12 @@ pub struct NewReceipt {
     /// The time of the final guard check, in microseconds.
     pub checked_at: i64,
     pub outcome: Option<String>,
+    /// When upstream accepted this copy, in microseconds; `None` when it
+    /// did not (refused, withheld, not relayed). The gateway's relay memory:
+    /// a tool's retry of the same message does not send this copy again
+    /// (forgotten after `[retention] relay_records`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relayed_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

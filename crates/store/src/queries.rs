@@ -92,6 +92,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (12, include_str!("migrations/postgres_0012.sql")),
         (13, include_str!("migrations/postgres_0013.sql")),
         (14, include_str!("migrations/postgres_0014.sql")),
+        (15, include_str!("migrations/postgres_0015.sql")),
     ]
 } else {
     &[
@@ -107,6 +108,7 @@ const MIGRATIONS: &[(i64, &str)] = if IS_PG {
         (12, include_str!("migrations/sqlite_0012.sql")),
         (13, include_str!("migrations/sqlite_0013.sql")),
         (14, include_str!("migrations/sqlite_0014.sql")),
+        (15, include_str!("migrations/sqlite_0015.sql")),
     ]
 };
 
@@ -1480,21 +1482,7 @@ pub(crate) async fn rotate_token_key(b: &Backend) -> Result<u8> {
 pub(crate) async fn record_deliveries(b: &Backend, deliveries: Vec<Delivery>) -> Result<()> {
     let mut tx = begin(b).await?;
     let receipts: Vec<&NewReceipt> = deliveries.iter().flat_map(|d| &d.receipts).collect();
-    let relayed: Vec<&RelayedCopy> = deliveries.iter().flat_map(|d| &d.relayed).collect();
     let now = now_us();
-    for chunk in relayed.chunks(CHUNK) {
-        // A copy relayed again (a tool that resent after its DATA was
-        // answered) keeps its first record.
-        let mut qb = QueryBuilder::<Db>::new("INSERT INTO relayed (message_key, recipient, relayed_at, upstream_reply) ");
-        qb.push_values(chunk, |mut row, r| {
-            row.push_bind(r.message_key.clone())
-                .push_bind(r.recipient.clone())
-                .push_bind(r.relayed_at.as_microsecond())
-                .push_bind(r.upstream_reply.clone());
-        });
-        qb.push(" ON CONFLICT (message_key, recipient) DO NOTHING");
-        qb.build().execute(&mut *tx).await?;
-    }
     for (actor, recipients) in deliveries.iter().filter_map(|d| d.service.as_ref()) {
         sqlx::query("INSERT INTO service_volume (actor, sent_at, recipients) VALUES ($1, $2, $3)")
             .bind(actor)
@@ -1520,7 +1508,7 @@ async fn insert_receipts(tx: &mut Tx, receipts: &[&NewReceipt]) -> Result<()> {
     for chunk in receipts.chunks(CHUNK) {
         let mut qb = QueryBuilder::<Db>::new(
             "INSERT INTO receipts (message_id, contact_id, recipient, subject, content_hash, template_version, class, channel, \
-             allowed, rule, reason, event_id, checked_at, outcome) ",
+             allowed, rule, reason, event_id, checked_at, outcome, relayed_at) ",
         );
         qb.push_values(chunk, |mut row, r| {
             row.push_bind(r.message_id.clone())
@@ -1536,7 +1524,8 @@ async fn insert_receipts(tx: &mut Tx, receipts: &[&NewReceipt]) -> Result<()> {
                 .push_bind(r.reason.clone())
                 .push_bind(r.event)
                 .push_bind(r.checked_at)
-                .push_bind(r.outcome.clone());
+                .push_bind(r.outcome.clone())
+                .push_bind(r.relayed_at);
         });
         qb.build().execute(&mut **tx).await?;
     }
@@ -1561,6 +1550,7 @@ fn receipt_from_row(r: &DbRow) -> Result<Receipt> {
             event: r.try_get("event_id")?,
             checked_at: r.try_get("checked_at")?,
             outcome: r.try_get("outcome")?,
+            relayed_at: r.try_get("relayed_at")?,
         },
     })
 }
@@ -1884,11 +1874,14 @@ pub(crate) async fn confirm_signup(
 
 pub(crate) async fn relayed_recipients(b: &Backend, message_key: &str, since: Timestamp) -> Result<Vec<String>> {
     // The gateway reads it through `relayed_and_state`; this is for the rest.
-    Ok(sqlx::query_scalar("SELECT recipient FROM relayed WHERE message_key = $1 AND relayed_at >= $2")
-        .bind(message_key)
-        .bind(since.as_microsecond())
-        .fetch_all(&b.read)
-        .await?)
+    let recipients: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT recipient FROM receipts WHERE message_id = $1 AND relayed_at >= $2")
+            .bind(message_key)
+            .bind(since.as_microsecond())
+            .fetch_all(&b.read)
+            .await?;
+    // An erased recipient's receipt keeps no address: nothing to match.
+    Ok(recipients.into_iter().flatten().collect())
 }
 
 /// `relayed_recipients` and `load_state`, read at one moment (one read
@@ -1909,7 +1902,7 @@ pub(crate) async fn relayed_and_state(
 }
 
 pub(crate) async fn prune_relayed(b: &Backend, before: Timestamp) -> Result<u64> {
-    let done = sqlx::query("DELETE FROM relayed WHERE relayed_at < $1")
+    let done = sqlx::query("UPDATE receipts SET relayed_at = NULL WHERE relayed_at < $1")
         .bind(before.as_microsecond())
         .execute(&b.write)
         .await?;

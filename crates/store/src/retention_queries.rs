@@ -32,7 +32,7 @@ pub(crate) async fn purge_receipts(b: &Backend, before: i64, dry_run: bool) -> R
 /// Relay records (and service-mail volume) older than `before`: counted, or deleted.
 pub(crate) async fn purge_relayed(b: &Backend, before: Timestamp, dry_run: bool) -> Result<u64> {
     if dry_run {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM relayed WHERE relayed_at < $1")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM receipts WHERE relayed_at < $1")
             .bind(before.as_microsecond())
             .fetch_one(&b.read)
             .await?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use law_cases::Ev;
 use veto_core::{EmailAddress, Timestamp};
-use veto_store::{Append, ContactInput, Delivery, Evidence, NewReceipt, RelayedCopy, Retention};
+use veto_store::{Append, ContactInput, Delivery, Evidence, NewReceipt, Retention};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -47,15 +47,15 @@ fn receipt(message: &str, checked_at: Timestamp) -> NewReceipt {
         event: None,
         checked_at: checked_at.as_microsecond(),
         outcome: Some("250 ok".into()),
+        relayed_at: None,
     }
 }
 
-fn copy(message: &str, at: Timestamp) -> RelayedCopy {
-    RelayedCopy {
-        message_key: message.into(),
-        recipient: "jo@example.com".into(),
-        relayed_at: at,
-        upstream_reply: "250 ok".into(),
+/// A receipt of a copy upstream accepted at `at`.
+fn relayed(message: &str, at: Timestamp) -> NewReceipt {
+    NewReceipt {
+        relayed_at: Some(at.as_microsecond()),
+        ..receipt(message, at)
     }
 }
 
@@ -85,9 +85,9 @@ async fn old_rows_go_and_suppressions_and_the_ledger_stay() {
             .record_deliveries(vec![Delivery {
                 receipts: vec![
                     receipt("<old@shop>", now - 100 * DAY),
-                    receipt("<new@shop>", now),
+                    relayed("<mid@shop>", now - 10 * DAY),
+                    relayed("<new@shop>", now),
                 ],
-                relayed: vec![copy("<old@shop>", now - 10 * DAY), copy("<new@shop>", now)],
                 service: None,
             }])
             .await
@@ -120,6 +120,12 @@ async fn old_rows_go_and_suppressions_and_the_ledger_stay() {
             1,
             "[{name}] a dry run deleted a receipt"
         );
+        let since = now - 30 * DAY;
+        assert_eq!(
+            store.relayed_recipients("<mid@shop>", since).await.unwrap(),
+            ["jo@example.com"],
+            "[{name}] a dry run cleared a relay record"
+        );
         let done = store.purge(&keep, now, false).await.unwrap();
         assert_eq!((done.receipts, done.relay_records), (1, 1), "[{name}]");
         assert!(
@@ -139,14 +145,19 @@ async fn old_rows_go_and_suppressions_and_the_ledger_stay() {
             1,
             "[{name}] the new receipt went too"
         );
-        let since = now - 30 * DAY;
+        // The relay record older than 7 days is forgotten; its receipt,
+        // 10 days old, is kept, and no longer says it was relayed.
         assert!(
             store
-                .relayed_recipients("<old@shop>", since)
+                .relayed_recipients("<mid@shop>", since)
                 .await
                 .unwrap()
-                .is_empty()
+                .is_empty(),
+            "[{name}] the old relay record is still there"
         );
+        let mid = store.receipts_for_message("<mid@shop>").await.unwrap();
+        assert_eq!(mid.len(), 1, "[{name}] the 10-day-old receipt went");
+        assert_eq!(mid[0].receipt.relayed_at, None, "[{name}]");
         assert_eq!(
             store.relayed_recipients("<new@shop>", since).await.unwrap(),
             ["jo@example.com"]

@@ -175,6 +175,7 @@ fn receipt(
         event: None,
         checked_at: at,
         outcome: Some("250 ok".into()),
+        relayed_at: None,
     }
 }
 
@@ -795,27 +796,27 @@ async fn erasure_removes_pending_signups_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_copies_service_volume_and_approvals() {
-    use veto_store::{Delivery, HoldRequest, KeySpec, ReceiptLog, RelayedCopy};
+    use veto_store::{Delivery, HoldRequest, KeySpec, ReceiptLog};
     for ts in helpers::stores().await {
         let now = veto_core::Timestamp::now();
-        let copy = |to: &str| RelayedCopy {
-            message_key: "<m1@example.com>".into(),
-            recipient: to.into(),
-            relayed_at: now,
-            upstream_reply: "250 2.0.0 Ok".into(),
+        // A copy of <m1@example.com> that upstream accepted: its receipt
+        // is the relay memory.
+        let copy = |to: &str| NewReceipt {
+            message_id: "<m1@example.com>".into(),
+            relayed_at: Some(now.as_microsecond()),
+            ..receipt(None, &addr(to), "news", true, now.as_microsecond())
         };
-        // Two deliveries through the group committer, one repeating a copy.
+        // Two deliveries through the group committer. jo's receipt is of
+        // the same message, but its copy was not relayed.
         let log = ReceiptLog::start(ts.store.clone());
         let jo = addr("jo@example.com");
         let (a, b) = tokio::join!(
             log.record(Delivery {
-                receipts: vec![receipt(None, &jo, "news", true, 1)],
-                relayed: vec![copy("a@example.com"), copy("b@example.com")],
+                receipts: vec![receipt(None, &jo, "news", true, 1), copy("a@example.com")],
                 service: Some(("api-key:veto_svc".into(), 2)),
             }),
             log.record(Delivery {
-                receipts: vec![],
-                relayed: vec![copy("b@example.com")],
+                receipts: vec![copy("b@example.com")],
                 service: Some(("api-key:veto_svc".into(), 3)),
             })
         );
@@ -884,11 +885,31 @@ async fn relayed_copies_service_volume_and_approvals() {
                 .await
                 .unwrap()
                 .len(),
-            1
+            3
         );
-        // Pruning forgets what is older than the memory.
+        // Pruning forgets what is older than the memory; the receipts stay.
         let later = now + std::time::Duration::from_secs(1);
         assert_eq!(ts.store.prune_relayed(later).await.unwrap(), 2);
+        assert!(
+            ts.store
+                .relayed_recipients("<m1@example.com>", since)
+                .await
+                .unwrap()
+                .is_empty(),
+            "[{}]",
+            ts.name
+        );
+        let kept = ts
+            .store
+            .receipts_for_message("<m1@example.com>")
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 3, "[{}]", ts.name);
+        assert!(
+            kept.iter().all(|r| r.receipt.relayed_at.is_none()),
+            "[{}]",
+            ts.name
+        );
         assert_eq!(
             ts.store
                 .service_volume("api-key:veto_svc", since)

@@ -411,6 +411,7 @@ fn receipt(message: &str, contact: i64, allowed: bool) -> NewReceipt {
         event: None,
         checked_at: Timestamp::now().as_microsecond(),
         outcome: None,
+        relayed_at: None,
     }
 }
 

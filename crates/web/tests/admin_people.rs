@@ -38,6 +38,7 @@ fn receipt(
         event: None,
         checked_at,
         outcome: None,
+        relayed_at: None,
     }
 }
 

@@ -13,7 +13,7 @@ use veto_mail::TokenKeys;
 use veto_mail::rewrite::Original;
 use veto_sender::copy::{CopyClass, PersonalCopy, Stream};
 use veto_store::receipt_log::RELAY_MEMORY;
-use veto_store::{Append, ContactInput, Delivery, Evidence, GuardClass, NewReceipt, RelayedCopy};
+use veto_store::{Append, ContactInput, Delivery, Evidence, GuardClass, NewReceipt};
 
 use super::class::{Class, named_by_header};
 use super::rcpt::DISCARDED;
@@ -153,6 +153,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             event: None,
             checked_at: 0,
             outcome: None,
+            relayed_at: None,
         };
 
         let mut receipts: Vec<NewReceipt> = std::mem::take(&mut self.tx.refused)
@@ -205,7 +206,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
 
         let campaign = &content_hash[..12];
-        let mut delivery = Delivery::default();
         let (mut delivered, mut rejected) = (0, Vec::new());
         let mut unavailable = None;
         let mut pending = Vec::new();
@@ -261,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     continue;
                 }
             };
-            let mut relayed = None;
+            let mut relayed_at = None;
             let outcome = if unavailable.is_some() {
                 "not relayed: upstream unavailable".to_owned()
             } else {
@@ -276,12 +276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 {
                     Ok(RelayOutcome::Accepted { reply }) => {
                         delivered += 1;
-                        relayed = Some(RelayedCopy {
-                            message_key: message_id.clone(),
-                            recipient: a.to().as_str().to_owned(),
-                            relayed_at: Timestamp::now(),
-                            upstream_reply: reply.clone(),
-                        });
+                        relayed_at = Some(Timestamp::now().as_microsecond());
                         reply
                     }
                     Ok(RelayOutcome::Rejected { reply }) => {
@@ -303,37 +298,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 event: a.allowance().event.map(|e| e.0),
                 checked_at: a.checked_at().as_microsecond(),
                 outcome: Some(outcome),
+                relayed_at,
                 ..receipt(a.to().as_str())
             };
-            // A relayed copy's record and receipt are written while the next
-            // copy goes out, so that a crash re-sends at most the copies of
-            // its last moment. The last copy's go with the rest.
-            match relayed {
-                Some(copy) if i + 1 < recipients.len() => {
-                    let early = Delivery {
-                        receipts: vec![receipt],
-                        relayed: vec![copy],
-                        service: None,
-                    };
-                    match self.gateway.receipt_log().submit(early.clone()).await {
-                        Ok(p) => pending.push(p),
-                        Err(_) => {
-                            receipts.extend(early.receipts);
-                            delivery.relayed.extend(early.relayed);
-                        }
-                    }
+            // A relayed copy's receipt (the relay memory) is written while
+            // the next copy goes out, so that a crash re-sends at most the
+            // copies of its last moment. The last copy's goes with the rest.
+            if relayed_at.is_some() && i + 1 < recipients.len() {
+                let early = Delivery {
+                    receipts: vec![receipt],
+                    service: None,
+                };
+                match self.gateway.receipt_log().submit(early.clone()).await {
+                    Ok(p) => pending.push(p),
+                    Err(_) => receipts.extend(early.receipts),
                 }
-                Some(copy) => {
-                    receipts.push(receipt);
-                    delivery.relayed.push(copy);
-                }
-                None => receipts.push(receipt),
+            } else {
+                receipts.push(receipt);
             }
         }
-        if let Class::Service(_) = &class {
-            delivery.service = Some((sender.actor.clone(), delivered as i64));
-        }
-        delivery.receipts = receipts;
+        let delivery = Delivery {
+            receipts,
+            service: matches!(class, Class::Service(_))
+                .then(|| (sender.actor.clone(), delivered as i64)),
+        };
         let mut committed = self.gateway.receipt_log().record(delivery.clone()).await;
         for p in pending {
             committed = committed.and(p.committed().await);

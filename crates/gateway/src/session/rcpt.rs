@@ -83,6 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             } else {
                 "refused at RCPT".into()
             }),
+            relayed_at: None,
         });
         if discard {
             return Ok(false);
