@@ -84,6 +84,9 @@ struct Transaction {
     inbound: Vec<inbound::Recipient>,
 }
 
+/// The least room a read from the client is given.
+const READ_SIZE: usize = 8192;
+
 /// What reading one line gave.
 enum Line {
     Complete(Vec<u8>),
@@ -104,7 +107,10 @@ pub struct Session<S> {
     /// Set once AUTH succeeded (a second AUTH is refused).
     authenticated: bool,
     tx: Transaction,
+    /// What the client sent; its first `consumed` octets were handed out
+    /// as lines already (dropped before the next read, not line by line).
     input: Vec<u8>,
+    consumed: usize,
     output: Vec<u8>,
     errors: u32,
 }
@@ -121,7 +127,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             sender,
             authenticated: false,
             tx: Transaction::default(),
-            input: Vec::with_capacity(8192),
+            input: Vec::with_capacity(2 * READ_SIZE),
+            consumed: 0,
             output: Vec::with_capacity(1024),
             errors: 0,
         }
@@ -276,14 +283,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut discarding = false;
         let mut scanned = 0;
         loop {
-            if let Some(pos) = self.input[scanned..].iter().position(|&b| b == b'\n') {
-                let end = scanned + pos + 1;
-                let line: Vec<u8> = self.input.drain(..end).collect();
-                if discarding || line.len() > limit {
+            let start = self.consumed;
+            if let Some(pos) = self.input[start + scanned..]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let end = start + scanned + pos + 1;
+                self.consumed = end;
+                if discarding || end - start > limit {
                     return Ok(Line::TooLong);
                 }
-                return Ok(Line::Complete(line));
+                return Ok(Line::Complete(self.input[start..end].to_vec()));
             }
+            // No whole line buffered: drop the lines handed out (one move of
+            // the partial line, not one of the whole rest for every line).
+            self.input.drain(..start);
+            self.consumed = 0;
             if self.input.len() > limit {
                 // Keep memory bounded: drop what was read of the long line.
                 discarding = true;
@@ -291,15 +306,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             scanned = self.input.len();
             self.flush().await?;
-            let mut chunk = [0u8; 8192];
-            let n = match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+            // Straight into the buffer's spare room: no scratch buffer to
+            // zero and copy from on every read.
+            self.input.reserve(READ_SIZE);
+            let read = self.stream.read_buf(&mut self.input);
+            let n = match tokio::time::timeout_at(deadline, read).await {
                 Err(_) => return Ok(Line::Timeout),
                 Ok(read) => read?,
             };
             if n == 0 {
                 return Ok(Line::Eof);
             }
-            self.input.extend_from_slice(&chunk[..n]);
         }
     }
 }

@@ -37,14 +37,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // where anyone on the path could have put it: it must not be read
         // as if it came over TLS (the STARTTLS command injection of
         // CVE-2011-0411).
-        if !self.input.is_empty() {
+        let pending = self.input.len() - self.consumed;
+        if pending > 0 {
             tracing::info!(
                 peer = %self.peer,
-                bytes = self.input.len(),
+                bytes = pending,
                 "discarded plaintext sent after STARTTLS"
             );
-            self.input.clear();
         }
+        self.input.clear();
+        self.consumed = 0;
         let plain = match std::mem::replace(&mut self.stream, Stream::Closed) {
             Stream::Plain(plain) => plain,
             other => {
