@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use data_encoding::BASE64;
+use memchr::{memchr_iter, memchr2_iter};
 
 /// RFC 5322 §2.1.1: a line is at most 998 octets, excluding the CRLF.
 pub const MAX_LINE_OCTETS: usize = 998;
@@ -13,44 +14,47 @@ const ENCODED_LINE: usize = 76;
 /// Turns every bare LF into CRLF, the canonical form of a message on the
 /// wire (RFC 5321 §2.3.8). Other bytes, bare CR included, are left alone.
 pub fn normalise_line_endings(input: &[u8]) -> Cow<'_, [u8]> {
-    let bare_lf = input
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || input[i - 1] != b'\r'));
-    if !bare_lf {
+    // The scans here run over every body part of every copy: they jump
+    // from line break to line break (memchr) rather than test each byte.
+    let bare = |i: usize| i == 0 || input[i - 1] != b'\r';
+    if !memchr_iter(b'\n', input).any(bare) {
         return Cow::Borrowed(input);
     }
     let mut out = Vec::with_capacity(input.len() + input.len() / 32);
-    let mut previous = 0u8;
-    for &b in input {
-        if b == b'\n' && previous != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        previous = b;
+    let mut start = 0;
+    for i in memchr_iter(b'\n', input).filter(|&i| bare(i)) {
+        out.extend_from_slice(&input[start..i]);
+        out.push(b'\r');
+        start = i; // the LF itself starts the next run
     }
+    out.extend_from_slice(&input[start..]);
     Cow::Owned(out)
 }
 
 /// The 1-based number of the first line longer than [`MAX_LINE_OCTETS`].
 pub fn first_long_line(data: &[u8]) -> Option<usize> {
-    data.split(|&b| b == b'\n')
-        .enumerate()
-        .find_map(|(i, line)| {
-            let len = line.len() - usize::from(line.last() == Some(&b'\r'));
-            (len > MAX_LINE_OCTETS).then_some(i + 1)
-        })
+    let mut start = 0;
+    let ends = memchr_iter(b'\n', data).chain(std::iter::once(data.len()));
+    for (i, end) in ends.enumerate() {
+        let line = &data[start..end];
+        let len = line.len() - usize::from(line.last() == Some(&b'\r'));
+        if len > MAX_LINE_OCTETS {
+            return Some(i + 1);
+        }
+        start = end + 1;
+    }
+    None
 }
 
 /// The 1-based number of the first line that ends in a bare LF or holds a
 /// bare CR.
 pub fn first_bare_line_break(data: &[u8]) -> Option<usize> {
     let mut line = 1;
-    for (i, &b) in data.iter().enumerate() {
-        match b {
+    for i in memchr2_iter(b'\r', b'\n', data) {
+        match data[i] {
             b'\n' if i == 0 || data[i - 1] != b'\r' => return Some(line),
             b'\n' => line += 1,
-            b'\r' if data.get(i + 1) != Some(&b'\n') => return Some(line),
+            _ if data.get(i + 1) != Some(&b'\n') => return Some(line),
             _ => {}
         }
     }
@@ -60,7 +64,7 @@ pub fn first_bare_line_break(data: &[u8]) -> Option<usize> {
 /// True when `data` may travel unencoded as `7bit` (RFC 2045 §2.7):
 /// US-ASCII without NUL, CR and LF only as CRLF, short lines.
 pub fn is_7bit_safe(data: &[u8]) -> bool {
-    data.iter().all(|&b| b != 0 && b < 0x80) && is_8bit_safe(data)
+    data.is_ascii() && is_8bit_safe(data)
 }
 
 /// True when `data` may travel unencoded as `8bit` (RFC 2045 §2.8).
@@ -71,18 +75,21 @@ pub fn is_8bit_safe(data: &[u8]) -> bool {
 /// Canonical text form (RFC 2046 §4.1.1): every line break is CRLF.
 pub fn text_to_crlf(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 32);
-    let mut i = 0;
-    while i < data.len() {
-        match data[i] {
-            b'\r' if data.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 1;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
+    // `start`: the first byte not yet copied (past the last line break).
+    let mut start = 0;
+    for i in memchr2_iter(b'\r', b'\n', data) {
+        if i < start {
+            continue; // the LF of a CRLF, taken with its CR
         }
-        i += 1;
+        out.extend_from_slice(&data[start..i]);
+        out.extend_from_slice(b"\r\n");
+        start = if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') {
+            i + 2
+        } else {
+            i + 1
+        };
     }
+    out.extend_from_slice(&data[start..]);
     out
 }
 
@@ -232,7 +239,97 @@ mod tests {
         assert!(is_8bit_safe("café".as_bytes()));
     }
 
+    /// The byte-at-a-time definitions the fast scans must agree with.
+    mod reference {
+        use super::super::MAX_LINE_OCTETS;
+
+        pub fn normalise_line_endings(input: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut previous = 0u8;
+            for &b in input {
+                if b == b'\n' && previous != b'\r' {
+                    out.push(b'\r');
+                }
+                out.push(b);
+                previous = b;
+            }
+            out
+        }
+
+        pub fn first_long_line(data: &[u8]) -> Option<usize> {
+            data.split(|&b| b == b'\n')
+                .enumerate()
+                .find_map(|(i, line)| {
+                    let len = line.len() - usize::from(line.last() == Some(&b'\r'));
+                    (len > MAX_LINE_OCTETS).then_some(i + 1)
+                })
+        }
+
+        pub fn first_bare_line_break(data: &[u8]) -> Option<usize> {
+            let mut line = 1;
+            for (i, &b) in data.iter().enumerate() {
+                match b {
+                    b'\n' if i == 0 || data[i - 1] != b'\r' => return Some(line),
+                    b'\n' => line += 1,
+                    b'\r' if data.get(i + 1) != Some(&b'\n') => return Some(line),
+                    _ => {}
+                }
+            }
+            None
+        }
+
+        pub fn is_7bit_safe(data: &[u8]) -> bool {
+            data.iter().all(|&b| b != 0 && b < 0x80)
+                && !data.contains(&0)
+                && first_bare_line_break(data).is_none()
+                && first_long_line(data).is_none()
+        }
+
+        pub fn text_to_crlf(data: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < data.len() {
+                match data[i] {
+                    b'\r' if data.get(i + 1) == Some(&b'\n') => {
+                        out.extend_from_slice(b"\r\n");
+                        i += 1;
+                    }
+                    b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+                    b => out.push(b),
+                }
+                i += 1;
+            }
+            out
+        }
+    }
+
+    /// Bytes rich in line breaks, NULs, high bytes and long runs, so that
+    /// every branch of the scans is taken.
+    fn text() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(vec![0u8]),
+            Just(vec![0xc3, 0xa9]),
+            Just(vec![b'x'; 999]),
+            Just(vec![b'y'; 998]),
+            proptest::collection::vec(any::<u8>(), 0..8),
+            "[a-z .]{0,40}".prop_map(String::into_bytes),
+        ];
+        proptest::collection::vec(piece, 0..24).prop_map(|p| p.concat())
+    }
+
     proptest! {
+        #[test]
+        fn the_scans_agree_with_their_definitions(data in text()) {
+            prop_assert_eq!(normalise_line_endings(&data).into_owned(), reference::normalise_line_endings(&data));
+            prop_assert_eq!(first_long_line(&data), reference::first_long_line(&data));
+            prop_assert_eq!(first_bare_line_break(&data), reference::first_bare_line_break(&data));
+            prop_assert_eq!(is_7bit_safe(&data), reference::is_7bit_safe(&data));
+            prop_assert_eq!(text_to_crlf(&data), reference::text_to_crlf(&data));
+        }
+
         #[test]
         fn quoted_printable_round_trips_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
             let encoded = quoted_printable_encode(&data);
