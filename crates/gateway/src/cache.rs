@@ -20,7 +20,7 @@ const FRESH_FOR: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub(crate) struct Cache {
     keys: Mutex<Option<(Instant, Arc<TokenKeys>)>>,
-    topics: Mutex<HashMap<String, (Instant, Topic)>>,
+    topics: Mutex<HashMap<String, (Instant, Arc<Topic>)>>,
 }
 
 impl Cache {
@@ -55,7 +55,11 @@ impl Cache {
 
     /// A topic by key; `None` when the store has none (not cached, so a
     /// topic added a moment ago is found).
-    pub(crate) async fn topic(&self, store: &Store, key: &TopicKey) -> Result<Option<Topic>, Fail> {
+    pub(crate) async fn topic(
+        &self,
+        store: &Store,
+        key: &TopicKey,
+    ) -> Result<Option<Arc<Topic>>, Fail> {
         if let Some((at, topic)) = self
             .topics
             .lock()
@@ -63,14 +67,14 @@ impl Cache {
             .get(key.as_str())
             && at.elapsed() < FRESH_FOR
         {
-            return Ok(Some(topic.clone()));
+            return Ok(Some(Arc::clone(topic)));
         }
-        let topic = store.topic(key).await?;
+        let topic = store.topic(key).await?.map(Arc::new);
         if let Some(t) = &topic {
             self.topics
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(key.as_str().to_owned(), (Instant::now(), t.clone()));
+                .insert(key.as_str().to_owned(), (Instant::now(), Arc::clone(t)));
         }
         Ok(topic)
     }

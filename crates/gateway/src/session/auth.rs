@@ -1,6 +1,8 @@
 //! AUTH PLAIN and AUTH LOGIN (RFC 4954): the password is a veto API key;
 //! any user name is accepted.
 
+use std::sync::Arc;
+
 use data_encoding::BASE64;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -97,13 +99,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         match self.gateway.guard.store().api_key(password.trim()).await {
             Ok(Some(key)) => {
-                self.sender = Some(Sender {
+                self.sender = Some(Arc::new(Sender {
                     actor: format!("api-key:{}", key.prefix),
                     role: Some(key.role),
                     owner: key.owner,
                     default_topic: key.default_topic,
                     default_service: key.default_service,
-                });
+                }));
                 self.authenticated = true;
                 self.reply(Reply::new(235, "2.7.0", "Authentication successful"));
             }
@@ -146,8 +148,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ));
                 Ok(None)
             }
-            Line::Complete(line) => {
-                let line = String::from_utf8_lossy(&line);
+            Line::Complete(at) => {
+                let line = String::from_utf8_lossy(&self.input[at]).into_owned();
                 let line = line.trim_end_matches(['\r', '\n']);
                 if line == "*" {
                     self.error(Reply::new(501, "5.0.0", "Authentication cancelled"));

@@ -3,6 +3,8 @@
 //! and `Veto-Class` may set it where there is none, or confirm it — never
 //! change it.
 
+use std::sync::Arc;
+
 use veto_core::{Role, Topic};
 use veto_store::GuardClass;
 
@@ -12,7 +14,9 @@ use crate::Fail;
 /// What a transaction's mail is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Class {
-    Marketing(Topic),
+    /// Shared with the topic cache: a transaction's class is looked at for
+    /// every recipient, and not copied each time.
+    Marketing(Arc<Topic>),
     /// A service type declared in the configuration.
     Service(String),
 }
@@ -20,7 +24,7 @@ pub(super) enum Class {
 impl Class {
     pub(super) fn guard_class(&self) -> GuardClass<'_> {
         match self {
-            Class::Marketing(topic) => GuardClass::Marketing(topic),
+            Class::Marketing(topic) => GuardClass::Marketing(topic.as_ref()),
             Class::Service(kind) => GuardClass::Service(kind),
         }
     }

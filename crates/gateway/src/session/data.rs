@@ -89,8 +89,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     too_long = true;
                     continue;
                 }
-                Line::Complete(line) => line,
+                Line::Complete(at) => at,
             };
+            // The line itself, from the session's buffer (no copy of its own).
+            let line = &self.input[line];
             if line == b".\r\n" {
                 break;
             }
@@ -99,7 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 _ => smuggling = true,
             }
             // RFC 5321 §4.5.2: remove the first of leading dots.
-            let line = line.strip_prefix(b".").unwrap_or(&line);
+            let line = line.strip_prefix(b".").unwrap_or(line);
             if message.len() + line.len() > limit {
                 too_large = true;
             } else if !too_large {
@@ -497,7 +499,7 @@ fn copy_of(
     campaign: &str,
 ) -> Result<PersonalCopy, Fail> {
     let class = match class {
-        Class::Marketing(topic) => CopyClass::Marketing(topic),
+        Class::Marketing(topic) => CopyClass::Marketing(topic.as_ref()),
         Class::Service(kind) => CopyClass::Service(kind),
     };
     let stream = Stream {

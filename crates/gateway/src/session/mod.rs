@@ -15,6 +15,7 @@ mod rcpt;
 mod starttls;
 
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,7 +90,8 @@ const READ_SIZE: usize = 8192;
 
 /// What reading one line gave.
 enum Line {
-    Complete(Vec<u8>),
+    /// The line, LF included, is `input[range]` until the next read.
+    Complete(Range<usize>),
     /// Longer than the limit; the rest up to LF was discarded.
     TooLong,
     Eof,
@@ -103,7 +105,8 @@ pub struct Session<S> {
     gateway: Arc<Gateway>,
     mode: Mode,
     state: State,
-    sender: Option<Sender>,
+    /// Shared, not copied, by each RCPT and DATA that needs it.
+    sender: Option<Arc<Sender>>,
     /// Set once AUTH succeeded (a second AUTH is refused).
     authenticated: bool,
     tx: Transaction,
@@ -117,7 +120,7 @@ pub struct Session<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub fn new(stream: S, peer: IpAddr, gateway: Arc<Gateway>) -> Session<S> {
-        let sender = Sender::trusted(&gateway, peer);
+        let sender = Sender::trusted(&gateway, peer).map(Arc::new);
         Session {
             stream: Stream::Plain(stream),
             peer,
@@ -152,7 +155,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     break;
                 }
                 Line::TooLong => self.error(Reply::new(500, "5.5.2", "Line too long")),
-                Line::Complete(line) => self.handle_line(&line).await?,
+                Line::Complete(at) => {
+                    let line = self.input[at].to_vec();
+                    self.handle_line(&line).await?
+                }
             }
         }
         self.flush().await?;
@@ -293,7 +299,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if discarding || end - start > limit {
                     return Ok(Line::TooLong);
                 }
-                return Ok(Line::Complete(self.input[start..end].to_vec()));
+                return Ok(Line::Complete(start..end));
             }
             // No whole line buffered: drop the lines handed out (one move of
             // the partial line, not one of the whole rest for every line).

@@ -1,5 +1,7 @@
 //! STARTTLS (RFC 3207), and when AUTH may be offered (RFC 4954 §4).
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Sender, Session, State, Transaction};
@@ -88,7 +90,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.state = State::Greeting;
         self.tx = Transaction::default();
         self.authenticated = false;
-        self.sender = Sender::trusted(&self.gateway, self.peer);
+        self.sender = Sender::trusted(&self.gateway, self.peer).map(Arc::new);
     }
 
     /// EHLO offers STARTTLS when there is a certificate and TLS is not on yet.
