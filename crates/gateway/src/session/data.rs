@@ -216,12 +216,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // hand-off: a withdrawal while DATA was open, or while the
             // copies before this one went out, counts. (The first copy's
             // was read with the relay memory, a moment ago.)
-            let first = match first_check.take() {
-                Some((addr, checked)) if i == 0 && addr == *to => Some(checked),
-                _ => None,
-            };
-            let checked = match first {
-                Some(checked) => checked,
+            let checked = match first_check.take().filter(|(addr, _)| addr == to) {
+                Some((_, checked)) => checked,
                 None => {
                     self.gateway
                         .guard
