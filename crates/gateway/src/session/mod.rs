@@ -290,10 +290,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut scanned = 0;
         loop {
             let start = self.consumed;
-            if let Some(pos) = self.input[start + scanned..]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
+            if let Some(pos) = memchr::memchr(b'\n', &self.input[start + scanned..]) {
                 let end = start + scanned + pos + 1;
                 self.consumed = end;
                 if discarding || end - start > limit {
